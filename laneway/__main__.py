@@ -1,0 +1,5 @@
+import sys
+
+from laneway.cli import main
+
+sys.exit(main())

@@ -1,0 +1,1 @@
+"""`laneway simulate-provider`: OpenAI- and Anthropic-compatible fake providers."""

@@ -17,40 +17,91 @@ log = logging.getLogger("laneway")
 
 
 def _add_policy_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("-f", "--filename", dest="files", action="append", required=True,
-                   metavar="PATH", help="manifest file or folder of ModelLanes and RoutingPolicies")
+    p.add_argument(
+        "-f",
+        "--filename",
+        dest="files",
+        action="append",
+        required=True,
+        metavar="PATH",
+        help="manifest file or folder of ModelLanes and RoutingPolicies",
+    )
     p.add_argument("--policy", required=True, help="name of the RoutingPolicy to use")
-    p.add_argument("-n", "--namespace", default=None,
-                   help="namespace of the policy (default: the only one, or 'default')")
+    p.add_argument(
+        "-n",
+        "--namespace",
+        default=None,
+        help="namespace of the policy (default: the only one, or 'default')",
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="laneway", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(
+        prog="laneway", description="Laneway: Kubernetes-native LLM routing."
+    )
     parser.add_argument("--log-level", default="INFO", help="DEBUG, INFO, WARNING or ERROR")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     p = sub.add_parser("compile", help="compile CR manifests into a router config, offline")
     _add_policy_args(p)
-    p.add_argument("-o", "--output", default=None, metavar="FILE",
-                   help="write the config here instead of stdout")
+    p.add_argument(
+        "-o",
+        "--output",
+        default=None,
+        metavar="FILE",
+        help="write the config here instead of stdout",
+    )
 
     p = sub.add_parser("serve", help="run the router sidecar")
     p.add_argument("--config", required=True, metavar="FILE", help="compiled router config")
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, default=4000)
-    p.add_argument("--secrets-dir", default="/var/run/secrets/laneway", metavar="DIR",
-                   help="a Secret reference name/key is read from DIR/name/key")
-    p.add_argument("--max-body-bytes", type=int, default=4 * 1024 * 1024,
-                   help="requests larger than this get 413")
+    p.add_argument(
+        "--secrets-dir",
+        default="/var/run/secrets/laneway",
+        metavar="DIR",
+        help="a Secret reference name/key is read from DIR/name/key",
+    )
+    p.add_argument(
+        "--max-body-bytes",
+        type=int,
+        default=4 * 1024 * 1024,
+        help="requests larger than this get 413",
+    )
+    p.add_argument(
+        "--watch-configmap",
+        default=None,
+        metavar="NAMESPACE/NAME",
+        help="also follow this ConfigMap through the Kubernetes API (in a pod)",
+    )
+    p.add_argument(
+        "--kube-api-url",
+        default=None,
+        help="API server URL for --watch-configmap (default: in-cluster)",
+    )
+    p.add_argument(
+        "--kube-token-file",
+        default=None,
+        help="bearer token file for --watch-configmap (default: in-cluster)",
+    )
+    p.add_argument(
+        "--kube-ca-file", default=None, help="CA bundle for --watch-configmap (default: in-cluster)"
+    )
 
     p = sub.add_parser("operator", help="run the Kubernetes operator")
-    p.add_argument("-n", "--namespace", action="append", default=None,
-                   help="watch only these namespaces (default: all)")
+    p.add_argument(
+        "-n",
+        "--namespace",
+        action="append",
+        default=None,
+        help="watch only these namespaces (default: all)",
+    )
     p.add_argument("--standalone", action="store_true", help="no peering with other replicas")
     p.add_argument("--metrics-port", type=int, default=8080)
     p.add_argument("--webhook-port", type=int, default=9443)
-    p.add_argument("--webhook-host", default=None,
-                   help="address the API server uses to reach the webhook")
+    p.add_argument(
+        "--webhook-host", default=None, help="address the API server uses to reach the webhook"
+    )
     p.add_argument("--webhook-cert", default=None, help="TLS certificate file for the webhook")
     p.add_argument("--webhook-key", default=None, help="TLS key file for the webhook")
 

@@ -443,7 +443,9 @@ def parse_config(doc: Mapping[str, Any]) -> RouterConfig:
         raise ConfigError("config.version: does not match the content hash; recompile the config")
     policy = _get(doc, "policy", "config", dict)
     lanes_obj = _get(doc, "lanes", "config", dict)
-    lanes = {name: _parse_lane(name, obj, f"config.lanes.{name}") for name, obj in lanes_obj.items()}
+    lanes = {
+        name: _parse_lane(name, obj, f"config.lanes.{name}") for name, obj in lanes_obj.items()
+    }
     routes = _parse_routes(doc, lanes)
     triage = []
     for i, rule in enumerate(_opt(doc, "triage", "config", list, [])):

@@ -1,0 +1,205 @@
+"""Evaluation of `when` condition trees (triage rules and complexity signals) against Signals.
+
+Called by `router_sidecar.decision` for every triage rule and complexity signal of a request. The
+tree's shape was checked when the config was loaded (`router_sidecar.config.validate_condition`),
+so this module trusts it and only evaluates. Each result carries a `detail` for explain output and
+a `short` form for the one-line `x-laneway-reason` header; neither ever quotes prompt text beyond
+the configured keyword that matched.
+
+Keys: `promptCharsOver`, `promptTokensOver`, `filesOver` (strictly greater than), `hasCodeBlock`,
+`hasTools` (equal to the boolean), `keywordsAny`, `keywordsAll` (user text, case-insensitive, on
+word boundaries; a keyword with spaces matches the phrase with any whitespace between its words),
+`tierIn`, `taskIn`, `riskIn` (case-insensitive; no hint never matches), and the combinators
+`allOf`, `anyOf`, `not`. Several keys in one object must all hold.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from functools import lru_cache
+from typing import Any
+
+from router_sidecar.signals import Signals
+
+_SHOWN_KEYWORDS = 6
+
+
+@dataclass(frozen=True)
+class ConditionResult:
+    """Whether a condition held, why (`detail`), and a header-sized summary (`short`)."""
+
+    matched: bool
+    detail: str
+    short: str = ""
+
+
+# ---------------------------------------------------------------------------------------------
+# Keyword matching. Patterns are compiled once per keyword list and cached: this is the hot path.
+
+
+def _keyword_source(keyword: str) -> str:
+    words = keyword.split()
+    return r"\s+".join(re.escape(word) for word in words)
+
+
+@lru_cache(maxsize=4096)
+def keyword_pattern(keyword: str) -> re.Pattern[str]:
+    """The pattern for one keyword: case-insensitive, not inside a longer word."""
+    return re.compile(rf"(?<!\w){_keyword_source(keyword)}(?!\w)", re.IGNORECASE)
+
+
+@lru_cache(maxsize=1024)
+def _any_pattern(keywords: tuple[str, ...]) -> re.Pattern[str]:
+    # One pass over the text for the whole list; a named group per keyword says which one hit.
+    groups = "|".join(f"(?P<k{i}>{_keyword_source(kw)})" for i, kw in enumerate(keywords))
+    return re.compile(rf"(?<!\w)(?:{groups})(?!\w)", re.IGNORECASE)
+
+
+def first_keyword(keywords: Sequence[str], text: str) -> str | None:
+    """The configured keyword whose match comes first in the text, or None."""
+    match = _any_pattern(tuple(keywords)).search(text)
+    if match is None or match.lastgroup is None:
+        return None
+    return keywords[int(match.lastgroup[1:])]
+
+
+def _listed(values: Sequence[Any]) -> str:
+    shown = ", ".join(str(v) for v in values[:_SHOWN_KEYWORDS])
+    more = len(values) - _SHOWN_KEYWORDS
+    return f"[{shown}{f', ... +{more} more' if more > 0 else ''}]"
+
+
+# ---------------------------------------------------------------------------------------------
+# Leaf conditions.
+
+
+def _keywords_any(value: Sequence[str], signals: Signals) -> ConditionResult:
+    hit = first_keyword(value, signals.user_text)
+    if hit is None:
+        return ConditionResult(False, f"keywordsAny {_listed(value)}: none found", "no keyword")
+    return ConditionResult(
+        True, f"keywordsAny {_listed(value)} matched {hit!r}", f"keywordsAny matched {hit!r}"
+    )
+
+
+def _keywords_all(value: Sequence[str], signals: Signals) -> ConditionResult:
+    for keyword in value:
+        if not keyword_pattern(keyword).search(signals.user_text):
+            detail = f"keywordsAll {_listed(value)}: {keyword!r} not found"
+            return ConditionResult(False, detail, f"keywordsAll missing {keyword!r}")
+    found = ", ".join(repr(k) for k in value[:_SHOWN_KEYWORDS])
+    return ConditionResult(
+        True, f"keywordsAll {_listed(value)} all found", f"keywordsAll matched {found}"
+    )
+
+
+def _over(key: str, unit: str, actual: Callable[[Signals], int]):
+    def check(value: int, signals: Signals) -> ConditionResult:
+        count = actual(signals)
+        matched = count > value
+        relation = ">" if matched else "<="
+        return ConditionResult(
+            matched, f"{key} {value}: {count} {unit} {relation} {value}", f"{key} {value} ({count})"
+        )
+
+    return check
+
+
+def _flag(key: str, what: str, actual: Callable[[Signals], bool]):
+    def check(value: bool, signals: Signals) -> ConditionResult:
+        present = actual(signals)
+        state = what if present else f"no {what}"
+        text = f"{key} {str(value).lower()}"
+        return ConditionResult(present == value, f"{text}: {state}", text)
+
+    return check
+
+
+def _one_of(key: str, hint: str, actual: Callable[[Signals], str | None]):
+    def check(value: Sequence[str], signals: Signals) -> ConditionResult:
+        given = actual(signals)
+        if given is None:
+            return ConditionResult(False, f"{key} {_listed(value)}: no {hint} given", f"no {hint}")
+        matched = given.lower() in _lowered(tuple(value))
+        return ConditionResult(
+            matched, f"{key} {_listed(value)}: {hint} is {given!r}", f"{key} {given!r}"
+        )
+
+    return check
+
+
+@lru_cache(maxsize=1024)
+def _lowered(values: tuple[str, ...]) -> frozenset[str]:
+    return frozenset(v.lower() for v in values)
+
+
+# ---------------------------------------------------------------------------------------------
+# Combinators.
+
+
+def _all_of(value: Sequence[Mapping[str, Any]], signals: Signals) -> ConditionResult:
+    results = []
+    for child in value:
+        result = evaluate(child, signals)
+        if not result.matched:
+            return ConditionResult(False, f"allOf: {result.detail}", result.short)
+        results.append(result)
+    return ConditionResult(
+        True,
+        "allOf: " + "; ".join(r.detail for r in results),
+        " and ".join(r.short for r in results),
+    )
+
+
+def _any_of(value: Sequence[Mapping[str, Any]], signals: Signals) -> ConditionResult:
+    misses = []
+    for child in value:
+        result = evaluate(child, signals)
+        if result.matched:
+            return ConditionResult(True, f"anyOf: {result.detail}", result.short)
+        misses.append(result.detail)
+    return ConditionResult(False, "anyOf: none held (" + "; ".join(misses) + ")", "anyOf: none")
+
+
+def _not(value: Mapping[str, Any], signals: Signals) -> ConditionResult:
+    result = evaluate(value, signals)
+    return ConditionResult(not result.matched, f"not ({result.detail})", f"not ({result.short})")
+
+
+_EVALUATORS: dict[str, Callable[[Any, Signals], ConditionResult]] = {
+    "promptCharsOver": _over("promptCharsOver", "chars", lambda s: s.prompt_chars),
+    "promptTokensOver": _over("promptTokensOver", "tokens (est.)", lambda s: s.prompt_tokens),
+    "filesOver": _over("filesOver", "files", lambda s: s.files),
+    "hasCodeBlock": _flag("hasCodeBlock", "code block", lambda s: s.has_code_block),
+    "hasTools": _flag("hasTools", "tools offered", lambda s: s.has_tools),
+    "keywordsAny": _keywords_any,
+    "keywordsAll": _keywords_all,
+    "tierIn": _one_of("tierIn", "tier", lambda s: s.tier),
+    "taskIn": _one_of("taskIn", "task", lambda s: s.task),
+    "riskIn": _one_of("riskIn", "risk", lambda s: s.risk),
+    "allOf": _all_of,
+    "anyOf": _any_of,
+    "not": _not,
+}
+
+
+def evaluate(when: Mapping[str, Any], signals: Signals) -> ConditionResult:
+    """Evaluate a condition object; every key in it must hold. Unknown keys raise ValueError."""
+    results = []
+    for key, value in when.items():
+        evaluator = _EVALUATORS.get(key)
+        if evaluator is None:
+            raise ValueError(f"unknown condition key {key!r}; use one of {', '.join(_EVALUATORS)}")
+        result = evaluator(value, signals)
+        if not result.matched:
+            return result
+        results.append(result)
+    if not results:
+        return ConditionResult(True, "empty condition: always holds", "always")
+    if len(results) == 1:
+        return results[0]
+    return ConditionResult(
+        True, " and ".join(r.detail for r in results), " and ".join(r.short for r in results)
+    )

@@ -1,0 +1,1 @@
+"""The local Kubernetes control plane the integration tests run against (see plane.py)."""

@@ -25,6 +25,8 @@ from router_sidecar.signals import Signals
 
 _SHOWN_KEYWORDS = 6
 
+_Evaluator = Callable[[Any, "Signals"], "ConditionResult"]
+
 
 @dataclass(frozen=True)
 class ConditionResult:
@@ -36,7 +38,10 @@ class ConditionResult:
 
 
 # ---------------------------------------------------------------------------------------------
-# Keyword matching. Patterns are compiled once per keyword list and cached: this is the hot path.
+# Keyword matching, the hot path. Python's regex engine cannot skip ahead to a pattern that opens
+# with a lookbehind, so a plain search costs microseconds per kilobyte per keyword. Instead the
+# keyword's first word is found with str.find on case-folded text (fast, in C), and the compiled
+# pattern is only tried at those places.
 
 
 def _keyword_source(keyword: str) -> str:
@@ -50,19 +55,37 @@ def keyword_pattern(keyword: str) -> re.Pattern[str]:
     return re.compile(rf"(?<!\w){_keyword_source(keyword)}(?!\w)", re.IGNORECASE)
 
 
-@lru_cache(maxsize=1024)
-def _any_pattern(keywords: tuple[str, ...]) -> re.Pattern[str]:
-    # One pass over the text for the whole list; a named group per keyword says which one hit.
-    groups = "|".join(f"(?P<k{i}>{_keyword_source(kw)})" for i, kw in enumerate(keywords))
-    return re.compile(rf"(?<!\w)(?:{groups})(?!\w)", re.IGNORECASE)
+@lru_cache(maxsize=4096)
+def _anchor(keyword: str) -> str:
+    return keyword.split()[0].casefold()
 
 
-def first_keyword(keywords: Sequence[str], text: str) -> str | None:
+def find_keyword(keyword: str, text: str, folded: str | None = None) -> int | None:
+    """Where the keyword first matches in the text, or None. `folded` is `text.casefold()`."""
+    folded = text.casefold() if folded is None else folded
+    pattern = keyword_pattern(keyword)
+    if len(folded) != len(text):
+        # Case folding changed the length, so positions do not line up: search the slow way.
+        match = pattern.search(text)
+        return None if match is None else match.start()
+    anchor = _anchor(keyword)
+    start = folded.find(anchor)
+    while start != -1:
+        if pattern.match(text, start):
+            return start
+        start = folded.find(anchor, start + 1)
+    return None
+
+
+def first_keyword(keywords: Sequence[str], text: str, folded: str | None = None) -> str | None:
     """The configured keyword whose match comes first in the text, or None."""
-    match = _any_pattern(tuple(keywords)).search(text)
-    if match is None or match.lastgroup is None:
-        return None
-    return keywords[int(match.lastgroup[1:])]
+    folded = text.casefold() if folded is None else folded
+    best: tuple[int, str] | None = None
+    for keyword in keywords:
+        at = find_keyword(keyword, text, folded)
+        if at is not None and (best is None or at < best[0]):
+            best = (at, keyword)
+    return None if best is None else best[1]
 
 
 def _listed(values: Sequence[Any]) -> str:
@@ -76,7 +99,7 @@ def _listed(values: Sequence[Any]) -> str:
 
 
 def _keywords_any(value: Sequence[str], signals: Signals) -> ConditionResult:
-    hit = first_keyword(value, signals.user_text)
+    hit = first_keyword(value, signals.user_text, signals.folded_text)
     if hit is None:
         return ConditionResult(False, f"keywordsAny {_listed(value)}: none found", "no keyword")
     return ConditionResult(
@@ -86,7 +109,7 @@ def _keywords_any(value: Sequence[str], signals: Signals) -> ConditionResult:
 
 def _keywords_all(value: Sequence[str], signals: Signals) -> ConditionResult:
     for keyword in value:
-        if not keyword_pattern(keyword).search(signals.user_text):
+        if find_keyword(keyword, signals.user_text, signals.folded_text) is None:
             detail = f"keywordsAll {_listed(value)}: {keyword!r} not found"
             return ConditionResult(False, detail, f"keywordsAll missing {keyword!r}")
     found = ", ".join(repr(k) for k in value[:_SHOWN_KEYWORDS])
@@ -95,7 +118,7 @@ def _keywords_all(value: Sequence[str], signals: Signals) -> ConditionResult:
     )
 
 
-def _over(key: str, unit: str, actual: Callable[[Signals], int]):
+def _over(key: str, unit: str, actual: Callable[[Signals], int]) -> _Evaluator:
     def check(value: int, signals: Signals) -> ConditionResult:
         count = actual(signals)
         matched = count > value
@@ -107,7 +130,7 @@ def _over(key: str, unit: str, actual: Callable[[Signals], int]):
     return check
 
 
-def _flag(key: str, what: str, actual: Callable[[Signals], bool]):
+def _flag(key: str, what: str, actual: Callable[[Signals], bool]) -> _Evaluator:
     def check(value: bool, signals: Signals) -> ConditionResult:
         present = actual(signals)
         state = what if present else f"no {what}"
@@ -117,7 +140,7 @@ def _flag(key: str, what: str, actual: Callable[[Signals], bool]):
     return check
 
 
-def _one_of(key: str, hint: str, actual: Callable[[Signals], str | None]):
+def _one_of(key: str, hint: str, actual: Callable[[Signals], str | None]) -> _Evaluator:
     def check(value: Sequence[str], signals: Signals) -> ConditionResult:
         given = actual(signals)
         if given is None:
@@ -168,7 +191,7 @@ def _not(value: Mapping[str, Any], signals: Signals) -> ConditionResult:
     return ConditionResult(not result.matched, f"not ({result.detail})", f"not ({result.short})")
 
 
-_EVALUATORS: dict[str, Callable[[Any, Signals], ConditionResult]] = {
+_EVALUATORS: dict[str, _Evaluator] = {
     "promptCharsOver": _over("promptCharsOver", "chars", lambda s: s.prompt_chars),
     "promptTokensOver": _over("promptTokensOver", "tokens (est.)", lambda s: s.prompt_tokens),
     "filesOver": _over("filesOver", "files", lambda s: s.files),

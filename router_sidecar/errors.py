@@ -53,6 +53,7 @@ class RouterError(Exception):
         type: str = "invalid_request_error",
         code: str | None = None,
         param: str | None = None,
+        outcome: str = "bad_request",
     ) -> None:
         super().__init__(message)
         self.status = status
@@ -60,6 +61,8 @@ class RouterError(Exception):
         self.type = type
         self.code = code
         self.param = param
+        # The `outcome` label of laneway_requests_total for a request that ends in this error.
+        self.outcome = outcome
 
     def body(self) -> dict[str, Any]:
         return {
@@ -122,6 +125,7 @@ def budget_rejected(message: str) -> RouterError:
         f"Request rejected by the cost budget: {message}",
         type="insufficient_quota",
         code="budget_exceeded",
+        outcome="budget",
     )
 
 
@@ -131,6 +135,7 @@ def no_config() -> RouterError:
         "The router has no configuration loaded yet; retry shortly.",
         type="server_error",
         code="not_ready",
+        outcome="unavailable",
     )
 
 
@@ -182,7 +187,8 @@ def _error_fields(body: Any) -> tuple[str, str]:
     err = body.get("error")
     if isinstance(err, Mapping):
         message, code = err.get("message"), err.get("code") or err.get("type")
-        return (message if isinstance(message, str) else ""), (code if isinstance(code, str) else "")
+        message = message if isinstance(message, str) else ""
+        return message, (code if isinstance(code, str) else "")
     if isinstance(err, str):
         return err, ""
     message = body.get("message") or body.get("detail")
@@ -278,6 +284,7 @@ def all_lanes_failed(route: str, attempts: Sequence[AttemptOutcome]) -> RouterEr
         f"Every lane of route {route!r} failed: {listed or 'the route has no usable lane'}.",
         type="server_error",
         code=code,
+        outcome="failed",
     )
 
 
@@ -298,6 +305,7 @@ def upstream_rejected(lane: str, failure: UpstreamFailure) -> RouterError:
             "Secret named in the lane's provider.apiKeySecretRef.",
             type="server_error",
             code="upstream_auth_failed",
+            outcome="failed",
         )
     err = failure.body.get("error") if failure.body else None
     err = err if isinstance(err, Mapping) else {}
@@ -309,4 +317,5 @@ def upstream_rejected(lane: str, failure: UpstreamFailure) -> RouterError:
         type="invalid_request_error" if 400 <= failure.status < 500 else "server_error",
         code=code if isinstance(code, str) else "upstream_rejected",
         param=param if isinstance(param, str) else None,
+        outcome="rejected",
     )

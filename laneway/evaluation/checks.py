@@ -39,7 +39,7 @@ class CheckError(ValueError):
 
 @dataclass(frozen=True)
 class Check:
-    """One declared check. `values` for exact/contains, `pattern` for regex, `schema`, `criteria`."""
+    """One declared check; which fields are set depends on `type` (see the module docstring)."""
 
     type: str
     values: tuple[str, ...] = ()
@@ -62,8 +62,12 @@ class Check:
 
 @dataclass(frozen=True)
 class Verdict:
+    """Whether an answer passed, and why. `graded` is False when no grade could be given (the
+    judge lane failed or its reply was unreadable); such an answer counts as not passing."""
+
     passed: bool
     reason: str
+    graded: bool = True
 
 
 # ---------------------------------------------------------------------------------------------
@@ -98,7 +102,7 @@ def _optional_text(obj: Mapping[str, Any], key: str, where: str) -> str | None:
 
 def _parse_object(obj: Any) -> Check:
     if not isinstance(obj, Mapping):
-        raise CheckError("check: must be an object such as {\"type\": \"contains\", \"value\": ...}")
+        raise CheckError('check: must be an object such as {"type": "contains", "value": ...}')
     kind = obj.get("type")
     if kind not in CHECK_TYPES:
         raise CheckError(f"check.type: must be one of {', '.join(CHECK_TYPES)}, got {kind!r}")
@@ -178,7 +182,8 @@ def run_check(check: Check, answer: str) -> Verdict:
             if (got == wanted) if check.type == "exact" else (wanted in got):
                 return Verdict(True, f"{check.type} match")
         verb = "equal" if check.type == "exact" else "contain"
-        return Verdict(False, f"answer does not {verb} " + " or ".join(map(json.dumps, check.values)))
+        wanted = " or ".join(json.dumps(v) for v in check.values)
+        return Verdict(False, f"answer does not {verb} {wanted}")
     if check.type == "regex":
         flags = re.IGNORECASE if check.ignore_case else 0
         if re.search(check.pattern or "", answer, flags):

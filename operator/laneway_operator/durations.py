@@ -31,4 +31,3 @@ def parse_duration(text: object) -> int:
         raise ValueError(f"{text!r} is not a duration; {_HINT}")
     total = sum(float(num) * _UNIT_MS[unit] for num, unit in _PART.findall(text))
     return round(total)
-

@@ -67,9 +67,8 @@ def apply_control(current: Settings, initial: Settings, body: Mapping[str, Any])
     """Return the settings after a `/_control` body; `reset` starts again from `initial`."""
     unknown = sorted(set(body) - CONTROL_KEYS)
     if unknown:
-        raise ControlError(
-            f"unknown control key(s) {', '.join(unknown)}; allowed: {', '.join(sorted(CONTROL_KEYS))}"
-        )
+        allowed = ", ".join(sorted(CONTROL_KEYS))
+        raise ControlError(f"unknown control key(s) {', '.join(unknown)}; allowed: {allowed}")
     base = initial if _flag(body, "reset") else current
     changes: dict[str, Any] = {}
 

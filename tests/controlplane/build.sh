@@ -37,6 +37,10 @@ key="$( { go version; cat "$tools"/*/go.mod "$tools"/*/go.sum; echo "$k8s_ldflag
 bin="$cache_root/controlplane/$key"
 mkdir -p "$bin"
 
+# One build at a time per cache: concurrent test runs wait here instead of racing.
+exec 9>"$bin/.lock"
+flock 9
+
 log() { echo "build.sh: $*" >&2; }
 
 build() {  # build MODULE_DIR LDFLAGS PACKAGE...

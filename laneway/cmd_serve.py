@@ -1,0 +1,118 @@
+"""`laneway serve`: run the router sidecar until SIGINT or SIGTERM.
+
+Called by `laneway.cli`. Loads and validates the config file (a bad one at start is exit code 2),
+reads provider keys from `--secrets-dir`, serves `router_sidecar.server.build_app` on
+`--host:--port`, reloads the config file when it changes, and, with `--watch-configmap`, also
+follows that ConfigMap through the Kubernetes API (`router_sidecar.kube_source`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import logging
+import signal
+from collections.abc import Coroutine
+from typing import Any
+
+from aiohttp import web
+from prometheus_client import disable_created_metrics
+
+from laneway.errors import BadInput
+from router_sidecar.config import ConfigError, load_config_text
+from router_sidecar.reload import ConfigStore, watch_file
+from router_sidecar.secrets import SecretStore
+from router_sidecar.server import build_app
+
+log = logging.getLogger(__name__)
+
+SHUTDOWN_GRACE_S = 10.0
+
+
+def run(args: argparse.Namespace) -> int:
+    if not 0 <= args.port <= 65535:
+        raise BadInput(f"--port: must be between 0 and 65535, got {args.port}")
+    if args.max_body_bytes < 1024:
+        raise BadInput(f"--max-body-bytes: must be at least 1024, got {args.max_body_bytes}")
+    watch = _configmap_ref(args.watch_configmap)
+    store = ConfigStore(SecretStore(args.secrets_dir))
+    try:
+        with open(args.config, encoding="utf-8") as fh:
+            text = fh.read()
+        config = load_config_text(text, source=args.config)
+    except OSError as exc:
+        raise BadInput(f"--config {args.config}: cannot read it: {exc.strerror}") from exc
+    except ConfigError as exc:
+        where = "" if str(exc).startswith(args.config) else f"{args.config}: "
+        raise BadInput(
+            f"--config {where}{exc}; fix the file or recompile it with `laneway compile`"
+        ) from exc
+    store.apply(config, source=args.config, text=text)
+    # One sample per series: `_created` twins double /metrics for no use here.
+    disable_created_metrics()
+    return asyncio.run(_serve(args, store, watch))
+
+
+def _configmap_ref(value: str | None) -> tuple[str, str] | None:
+    if value is None:
+        return None
+    namespace, _, name = value.partition("/")
+    if not namespace or not name or "/" in name:
+        raise BadInput(f"--watch-configmap: must be NAMESPACE/NAME, got {value!r}")
+    return namespace, name
+
+
+async def _serve(
+    args: argparse.Namespace, store: ConfigStore, watch: tuple[str, str] | None
+) -> int:
+    app = build_app(store, max_body_bytes=args.max_body_bytes)
+    # Handler cancellation: a client that goes away cancels its upstream call at once.
+    runner = web.AppRunner(
+        app, access_log=None, handler_cancellation=True, shutdown_timeout=SHUTDOWN_GRACE_S
+    )
+    await runner.setup()
+    try:
+        await web.TCPSite(runner, args.host, args.port).start()
+    except OSError as exc:
+        await runner.cleanup()
+        log.error("Cannot listen on %s:%s (%s); exiting", args.host, args.port, exc.strerror)
+        return 1
+    port = runner.addresses[0][1] if runner.addresses else args.port
+    log.info("Router sidecar listening on http://%s:%s", args.host, port)
+
+    tasks = [asyncio.create_task(watch_file(store, args.config), name="config-file-watch")]
+    if watch is not None:
+        tasks.append(asyncio.create_task(_watch_configmap(args, store, watch), name="cm-watch"))
+    stopping = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(signum, stopping.set)
+    try:
+        await stopping.wait()
+    finally:
+        log.info("Stopping: finishing in-flight requests (up to %.0fs)", SHUTDOWN_GRACE_S)
+        for task in tasks:
+            task.cancel()
+        for task in tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        await runner.cleanup()
+    return 0
+
+
+def _watch_configmap(
+    args: argparse.Namespace, store: ConfigStore, ref: tuple[str, str]
+) -> Coroutine[Any, Any, None]:
+    # Imported only when asked for: outside a cluster the sidecar needs no Kubernetes client.
+    from router_sidecar.kube_source import watch_configmap
+
+    namespace, name = ref
+    return watch_configmap(
+        namespace,
+        name,
+        store,
+        api_url=args.kube_api_url,
+        token_file=args.kube_token_file,
+        ca_file=args.kube_ca_file,
+    )

@@ -1,0 +1,559 @@
+"""Executes a routing decision: calls lanes in order, retries, falls back, escalates, streams.
+
+`server.py` builds one `Engine` per application and, per chat completion request, a `Run` holding
+the config object the request started with, its body, signals and decision. `Engine.complete`
+serves a non-streaming request and returns the answer; `Engine.stream` serves a streaming one
+through a callback that opens the client's response only once the first upstream chunk is in hand.
+Both raise `errors.RouterError` for anything the client must see as an error.
+
+Per lane: the circuit breaker and 429 cool-down in `resilience.LaneGuards` decide whether it may be
+called; a failure is classified (`errors.classify_*`) into a fallback trigger; a trigger listed in
+`fallback.triggers` moves the request to the next lane, anything else is returned to the client.
+`serverError` and `connectionError` are first retried on the same lane with jittered exponential
+backoff, within the request's deadline and while the retry budget allows. A `contextOverflow`
+skips later lanes whose context window is no larger. A finished non-streaming answer goes through
+`checks.check_answer`; when a trigger fires, the request moves along the escalation path (see
+docs/escalation.md for exactly what applies to streams).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import random
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, Protocol, TypeVar
+
+import aiohttp
+
+from router_sidecar import errors
+from router_sidecar.checks import check_answer, is_refusal
+from router_sidecar.config import Lane, RouterConfig
+from router_sidecar.decision import Decision, escalation_target, lanes_for_route
+from router_sidecar.decision_log import DecisionRecord, EscalationStep, LaneAttempt
+from router_sidecar.metrics import Metrics
+from router_sidecar.providers import adapter_for
+from router_sidecar.providers.base import (
+    StreamError,
+    StreamTranslator,
+    Usage,
+    iter_sse,
+    wants_usage,
+)
+from router_sidecar.providers.openai import answer_chars
+from router_sidecar.resilience import LaneGuards, RetryBudget
+from router_sidecar.secrets import SecretStore
+from router_sidecar.signals import Signals
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+# Triggers worth a second try on the same lane; the others move on at once (a timeout has used
+# the lane's time already, a 429 says when to come back, an overflow or refusal will repeat).
+RETRYABLE = frozenset({errors.SERVER_ERROR, errors.CONNECTION_ERROR})
+DEFAULT_COOL_DOWN_S = 1.0
+_SESSION_LIMIT_PER_HOST = 256
+
+
+class LaneFailed(Exception):
+    def __init__(self, failure: errors.UpstreamFailure) -> None:
+        super().__init__(failure.message)
+        self.failure = failure
+
+
+@dataclass
+class Run:
+    """One chat completion request while the engine serves it."""
+
+    config: RouterConfig
+    body: Mapping[str, Any]
+    signals: Signals
+    decision: Decision
+    record: DecisionRecord
+    started: float
+    deadline: float
+    route: str = ""
+    lane: str = ""
+    escalations: int = 0
+    fallbacks: int = 0
+    upstream_s: float = 0.0
+    waited_s: float = 0.0
+    notes: list[str] = field(default_factory=list)
+
+    def attempt(self, attempt: LaneAttempt) -> None:
+        self.record.attempts.append(attempt)
+
+    def account(self, lane: Lane, usage: Usage, output_chars: int, metrics: Metrics) -> None:
+        """Add one answered call's tokens and cost (estimated when the provider sent no usage)."""
+        estimated = usage.input_tokens is None or usage.output_tokens is None
+        read = usage.input_tokens if usage.input_tokens is not None else self.signals.prompt_tokens
+        written = usage.output_tokens
+        if written is None:
+            written = -(-output_chars // 4)
+        cost = lane.cost(read, written)
+        rec = self.record
+        rec.input_tokens += read
+        rec.output_tokens += written
+        rec.cost_usd += cost
+        rec.cost_estimated = rec.cost_estimated or estimated
+        metrics.tokens.labels(lane.name, "input").inc(read)
+        metrics.tokens.labels(lane.name, "output").inc(written)
+        metrics.cost.labels(self.config.policy_name, self.route, lane.name).inc(cost)
+
+
+@dataclass
+class LaneAnswer:
+    """A complete answer from one lane."""
+
+    lane: Lane
+    answer: dict[str, Any]
+    usage: Usage
+    ms: float
+    raw: bytes | None  # the provider's bytes when they are already the OpenAI answer
+
+
+@dataclass
+class OpenStream:
+    """A stream whose first frames have arrived; the rest is read by `Engine.stream`."""
+
+    lane: Lane
+    response: aiohttp.ClientResponse
+    events: AsyncIterator[tuple[str | None, str]]
+    translator: StreamTranslator
+    first: list[bytes]
+    sent_at: float
+
+    async def close(self, clean: bool) -> None:
+        await self.events.aclose()  # type: ignore[attr-defined]
+        if clean:
+            self.response.release()
+        else:
+            self.response.close()
+
+
+class StreamSink(Protocol):
+    """The client's side of a stream: `server.py` prepares the response on the first write."""
+
+    async def write(self, data: bytes) -> None: ...
+
+
+Call = Callable[[Lane], Awaitable[T]]
+
+
+class Engine:
+    """Long-lived: owns the upstream connection pools, lane guards and retry budget."""
+
+    def __init__(self, metrics: Metrics, secrets: SecretStore | None = None) -> None:
+        self.metrics = metrics
+        self.secrets = secrets
+        self.guards = LaneGuards()
+        self._lanes: tuple[str, ...] = ()
+        metrics.lane_states = self.lane_states
+        self.budget = RetryBudget(percent=20)
+        self._sessions: dict[str, aiohttp.ClientSession] = {}
+        self._rng = random.Random()
+
+    # -- lifecycle ------------------------------------------------------------------------------
+
+    def config_applied(self, config: RouterConfig) -> None:
+        """Follow a new config: retry budget size, forgotten lanes, metrics."""
+        self.budget.percent = config.fallback.retry_budget_percent
+        self.guards.forget_except(config.lanes)
+        self._lanes = tuple(config.lanes)
+        self.metrics.set_config(config.version, self.lane_states())
+
+    def lane_states(self) -> dict[str, str]:
+        return {name: self.guards.state(name) for name in self._lanes}
+
+    async def close(self) -> None:
+        sessions, self._sessions = self._sessions, {}
+        for session in sessions.values():
+            await session.close()
+
+    def lane_unavailable(self, lane: str) -> str | None:
+        return self.guards.unavailable(lane)
+
+    def _session(self, base_url: str) -> aiohttp.ClientSession:
+        session = self._sessions.get(base_url)
+        if session is None or session.closed:
+            connector = aiohttp.TCPConnector(
+                limit=0, limit_per_host=_SESSION_LIMIT_PER_HOST, keepalive_timeout=30
+            )
+            session = aiohttp.ClientSession(connector=connector, auto_decompress=True)
+            self._sessions[base_url] = session
+        return session
+
+    def _api_key(self, lane: Lane) -> str | None:
+        return self.secrets.key_for(lane.name) if self.secrets is not None else None
+
+    # -- non-streaming --------------------------------------------------------------------------
+
+    async def complete(self, run: Run) -> LaneAnswer:
+        """Serve a non-streaming request, escalating finished answers when a check fires."""
+        self.budget.record_request()
+        route, lanes = run.decision.route, run.decision.lanes
+        self._note_skipped(run, route, run.decision.skipped)
+        best: LaneAnswer | None = None
+        while True:
+            try:
+                got = await self._try_lanes(run, route, lanes, self._call_answer_for(run))
+            except errors.RouterError:
+                if best is None:
+                    raise
+                run.notes.append(f"escalation to {route} failed, kept the {run.route} answer")
+                return best
+            run.route, run.lane = route, got.lane.name
+            run.account(got.lane, got.usage, answer_chars(got.answer), self.metrics)
+            best = got
+            target = self._escalate(run, route, got)
+            if target is None:
+                return got
+            route = target
+            lanes, skipped = lanes_for_route(run.config, route, run.signals, self.lane_unavailable)
+            self._note_skipped(run, route, skipped)
+
+    def _escalate(self, run: Run, route: str, got: LaneAnswer) -> str | None:
+        """The route to escalate to after this answer, or None to serve it."""
+        hit = check_answer(run.config, run.body, got.answer, run.signals, got.ms)
+        if hit is None:
+            return None
+        trigger, detail = hit
+        target = escalation_target(run.config, route)
+        limit = run.config.escalation.max_escalations
+        blocked = None
+        if run.decision.forced_kind == "lane":
+            blocked = "the request named a lane"
+        elif run.config.mode == "observe":
+            blocked = "observe mode"
+        elif target is None:
+            blocked = f"route {route} has no escalation target"
+        elif run.escalations >= limit:
+            blocked = f"maxEscalations {limit} reached"
+        if blocked is not None or target is None:
+            run.record.would_escalate = f"{trigger}: {detail} (not escalated: {blocked})"
+            return None
+        run.escalations += 1
+        run.record.escalations.append(EscalationStep(route, target, trigger, detail))
+        run.notes.append(f"escalated {route}->{target} ({trigger})")
+        self.metrics.escalations.labels(route, target, trigger).inc()
+        return target
+
+    def _call_answer_for(self, run: Run) -> Call[LaneAnswer]:
+        async def call(lane: Lane) -> LaneAnswer:
+            return await self._call_answer(run, lane)
+
+        return call
+
+    async def _call_answer(self, run: Run, lane: Lane) -> LaneAnswer:
+        adapter = adapter_for(lane.provider.type)
+        req = adapter.build_request(lane, run.body, self._api_key(lane), stream=False)
+        timeout = aiohttp.ClientTimeout(
+            total=lane.total_ms / 1000, sock_connect=lane.connect_ms / 1000
+        )
+        started = time.monotonic()
+        try:
+            async with self._session(lane.provider.base_url).post(
+                req.url, json=req.payload, headers=req.headers, timeout=timeout
+            ) as resp:
+                raw = await resp.read()
+                status, retry_after = resp.status, resp.headers.get("Retry-After")
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            raise LaneFailed(errors.classify_exception(exc)) from exc
+        ms = (time.monotonic() - started) * 1000
+        data = _json_or_none(raw)
+        if status >= 300:
+            raise LaneFailed(errors.classify_status(status, data, retry_after))
+        try:
+            answer, usage = adapter.parse_answer(data)
+        except ValueError as exc:
+            raise LaneFailed(errors.malformed_response(str(exc))) from exc
+        if self._refusal_falls_back(run, answer):
+            raise LaneFailed(errors.refused("the lane refused low-risk work"))
+        return LaneAnswer(lane, answer, usage, ms, raw if adapter.type == "openai" else None)
+
+    def _refusal_falls_back(self, run: Run, answer: Mapping[str, Any]) -> bool:
+        if errors.REFUSAL not in run.config.fallback.triggers:
+            return False
+        risk = run.signals.risk
+        if risk is not None and risk not in run.config.escalation.low_risk_levels:
+            return False
+        choices = answer.get("choices") or [{}]
+        message = choices[0].get("message") if isinstance(choices[0], Mapping) else None
+        content = message.get("content") if isinstance(message, Mapping) else None
+        refusal = message.get("refusal") if isinstance(message, Mapping) else None
+        return bool(refusal) or (isinstance(content, str) and is_refusal(content))
+
+    # -- streaming ------------------------------------------------------------------------------
+
+    async def stream(self, run: Run, sink: StreamSink) -> None:
+        """Serve a streaming request: fall back until a lane sends its first chunk, then pass
+        chunks through as they arrive. A failure after that ends the stream with an error event
+        (raised as `errors.RouterError` only when nothing was sent yet)."""
+        self.budget.record_request()
+        route = run.decision.route
+        self._note_skipped(run, route, run.decision.skipped)
+
+        async def call(lane: Lane) -> OpenStream:
+            return await self._open_stream(run, lane)
+
+        opened = await self._try_lanes(run, route, run.decision.lanes, call)
+        run.route, run.lane = route, opened.lane.name
+        clean = False
+        try:
+            for frame in opened.first:
+                await sink.write(frame)
+            clean = await self._pump(run, opened, sink)
+        finally:
+            elapsed = time.monotonic() - opened.sent_at
+            run.upstream_s += elapsed
+            self.metrics.upstream_duration.labels(
+                opened.lane.name, "ok" if clean else "broken"
+            ).observe(elapsed)
+            await opened.close(clean)
+            tr = opened.translator
+            run.account(opened.lane, tr.usage, tr.output_chars, self.metrics)
+
+    async def _pump(self, run: Run, opened: OpenStream, sink: StreamSink) -> bool:
+        """Copy the rest of the stream to the client; True if it ended cleanly."""
+        tr = opened.translator
+        problem = None
+        try:
+            async for event, data in opened.events:
+                for frame in tr.feed(event, data):
+                    await sink.write(frame)
+                if tr.done:
+                    return True
+            problem = "the provider ended the stream early"
+        except StreamError as exc:
+            problem = f"the provider failed mid-stream: {exc}"
+        except (aiohttp.ClientPayloadError, aiohttp.ServerDisconnectedError, TimeoutError) as exc:
+            problem = f"the provider connection broke mid-stream ({type(exc).__name__})"
+        run.record.error = problem
+        await sink.write(
+            b"data: "
+            + errors.error_body(
+                f"Lane {opened.lane.name!r}: {problem}; the answer is incomplete.",
+                type="server_error",
+                code="stream_interrupted",
+            )
+            + b"\n\n"
+        )
+        raise StreamBroken(problem)
+
+    async def _open_stream(self, run: Run, lane: Lane) -> OpenStream:
+        adapter = adapter_for(lane.provider.type)
+        req = adapter.build_request(lane, run.body, self._api_key(lane), stream=True)
+        timeout = aiohttp.ClientTimeout(
+            total=lane.total_ms / 1000, sock_connect=lane.connect_ms / 1000
+        )
+        sent_at = time.monotonic()
+        session = self._session(lane.provider.base_url)
+        try:
+            async with asyncio.timeout(lane.first_token_ms / 1000):
+                resp = await session.post(
+                    req.url, json=req.payload, headers=req.headers, timeout=timeout
+                )
+                try:
+                    return await self._first_frames(run, lane, adapter, resp, sent_at)
+                except BaseException:
+                    resp.close()
+                    raise
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            raise LaneFailed(errors.classify_exception(exc)) from exc
+
+    async def _first_frames(
+        self, run: Run, lane: Lane, adapter: Any, resp: aiohttp.ClientResponse, sent_at: float
+    ) -> OpenStream:
+        if resp.status >= 300:
+            data = _json_or_none(await resp.read())
+            raise LaneFailed(
+                errors.classify_status(resp.status, data, resp.headers.get("Retry-After"))
+            )
+        translator = adapter.stream_translator(include_usage=wants_usage(run.body))
+        events = iter_sse(resp.content)
+        try:
+            async for event, data in events:
+                frames = translator.feed(event, data)
+                if frames:
+                    return OpenStream(lane, resp, events, translator, frames, sent_at)
+        except StreamError as exc:
+            await events.aclose()  # type: ignore[attr-defined]
+            body = exc.body if isinstance(exc.body, Mapping) else None
+            status = 500
+            failure = errors.classify_status(status, body) if body else None
+            raise LaneFailed(failure or errors.malformed_response(str(exc))) from exc
+        raise LaneFailed(errors.malformed_response("the stream ended before its first chunk"))
+
+    # -- lanes, retries, fallback ---------------------------------------------------------------
+
+    def _note_skipped(self, run: Run, route: str, skipped: tuple[tuple[str, str], ...]) -> None:
+        for lane, why in skipped:
+            run.attempt(LaneAttempt(lane=lane, route=route, outcome="skipped", detail=why))
+
+    async def _try_lanes(self, run: Run, route: str, lanes: tuple[str, ...], call: Call[T]) -> T:
+        """The first lane's result that succeeds, in order; raises RouterError otherwise."""
+        if not lanes:
+            raise _no_lane(run, route)
+        triggers = run.config.fallback.triggers
+        previous: tuple[str, str] | None = None
+        min_context = 0
+        for name in lanes:
+            lane = run.config.lanes[name]
+            skip = "contextTooSmall" if lane.context_window <= min_context else None
+            skip = skip or self.guards.acquire(name)
+            if skip is not None:
+                run.attempt(LaneAttempt(lane=name, route=route, outcome=skip))
+                continue
+            if previous is not None:
+                run.fallbacks += 1
+                run.record.fallbacks += 1
+                self.metrics.fallbacks.labels(previous[0], name, previous[1]).inc()
+            result, failure = await self._call_with_retries(run, route, lane, call)
+            if failure is None:
+                return result  # type: ignore[return-value]
+            if failure.trigger is None:
+                raise errors.upstream_rejected(name, failure)
+            if failure.trigger not in triggers:
+                break
+            if failure.trigger == errors.CONTEXT_OVERFLOW:
+                min_context = max(min_context, lane.context_window)
+            previous = (name, failure.trigger)
+        raise errors.all_lanes_failed(route, _outcomes(run, route))
+
+    async def _call_with_retries(
+        self, run: Run, route: str, lane: Lane, call: Call[T]
+    ) -> tuple[T | None, errors.UpstreamFailure | None]:
+        retries = 0
+        while True:
+            started = time.monotonic()
+            try:
+                result = await call(lane)
+            except LaneFailed as exc:
+                failure = exc.failure
+            except asyncio.CancelledError:
+                self.guards.release(lane.name)
+                raise
+            else:
+                if self.guards.record_success(lane.name):
+                    log.info("Lane %s: probe succeeded, circuit closed", lane.name)
+                elapsed = time.monotonic() - started
+                if not isinstance(result, OpenStream):
+                    run.upstream_s += elapsed
+                    self.metrics.upstream_duration.labels(lane.name, "ok").observe(elapsed)
+                run.attempt(_attempt(lane, route, "ok", elapsed, 200, retries))
+                return result, None
+
+            elapsed = time.monotonic() - started
+            run.upstream_s += elapsed
+            self.metrics.upstream_duration.labels(lane.name, failure.outcome).observe(elapsed)
+            run.attempt(_attempt(lane, route, failure.outcome, elapsed, failure.status, retries,
+                                 failure.message))
+            self._note_failure(run.config, lane, failure)
+            delay = self._retry_delay(run, lane, failure, retries)
+            if delay is None:
+                return None, failure
+            retries += 1
+            self.metrics.retries.labels(lane.name).inc()
+            await asyncio.sleep(delay)
+            run.waited_s += delay
+            if self.guards.acquire(lane.name) is not None:
+                return None, failure  # the circuit opened meanwhile
+
+    def _retry_delay(
+        self, run: Run, lane: Lane, failure: errors.UpstreamFailure, retries: int
+    ) -> float | None:
+        """Seconds to wait before retrying on the same lane, or None to move on."""
+        fb = run.config.fallback
+        if failure.trigger not in RETRYABLE or failure.trigger not in fb.triggers:
+            return None
+        if retries >= fb.retries_max:
+            return None
+        delay = fb.backoff_ms / 1000 * (2**retries) * self._rng.uniform(0.5, 1.5)
+        if run.deadline - time.monotonic() <= delay:
+            return None  # no time left in the request's deadline for another try
+        if not self.budget.try_retry():
+            self.metrics.retries_denied.labels(lane.name).inc()
+            return None
+        return delay
+
+    def _note_failure(
+        self, config: RouterConfig, lane: Lane, failure: errors.UpstreamFailure
+    ) -> None:
+        """Feed a failed call into the lane's circuit breaker or cool-down."""
+        trigger = failure.trigger
+        if trigger == errors.RATE_LIMITED:
+            self.guards.release(lane.name)
+            self.guards.cool_down(lane.name, failure.retry_after_s or DEFAULT_COOL_DOWN_S)
+        elif trigger in (errors.TIMEOUT, errors.SERVER_ERROR, errors.CONNECTION_ERROR):
+            fb = config.fallback
+            opened = self.guards.record_failure(
+                lane.name, fb.breaker_failures, fb.breaker_cooldown_ms / 1000
+            )
+            if opened:
+                log.warning(
+                    "Lane %s: circuit opened after %s; skipping it for %.1fs",
+                    lane.name,
+                    trigger,
+                    fb.breaker_cooldown_ms / 1000,
+                )
+        elif failure.status in (401, 403):
+            self.guards.release(lane.name)
+        else:
+            self.guards.record_success(lane.name)  # the provider answered: it is up
+
+
+class StreamBroken(Exception):
+    """A stream failed after its first chunk; the client got an SSE error event."""
+
+
+def _attempt(
+    lane: Lane,
+    route: str,
+    outcome: str,
+    elapsed_s: float,
+    status: int,
+    retries: int,
+    detail: str = "",
+) -> LaneAttempt:
+    return LaneAttempt(
+        lane=lane.name,
+        route=route,
+        outcome=outcome,
+        ms=elapsed_s * 1000,
+        status=status,
+        retries=retries,
+        detail=detail,
+    )
+
+
+def _outcomes(run: Run, route: str) -> list[errors.AttemptOutcome]:
+    """The attempts on one route, one line per lane call, for the all-failed message."""
+    return [
+        errors.AttemptOutcome(a.lane, a.outcome, a.detail)
+        for a in run.record.attempts
+        if a.route == route
+    ]
+
+
+def _no_lane(run: Run, route: str) -> errors.RouterError:
+    """No lane of the route can serve: over budget (402) or unable (400), with each reason."""
+    skipped = [(a.lane, a.detail) for a in run.record.attempts if a.route == route]
+    listed = "; ".join(f"{lane}: {why}" for lane, why in skipped) or "the route has no lanes"
+    if skipped and all("budget" in why for _, why in skipped):
+        return errors.budget_rejected(f"no lane of route {route!r} fits: {listed}.")
+    return errors.RouterError(
+        400,
+        f"No lane of route {route!r} can serve this request: {listed}.",
+        code="no_capable_lane",
+    )
+
+
+def _json_or_none(raw: bytes) -> Any:
+    try:
+        return json.loads(raw)
+    except ValueError:
+        return None

@@ -1,0 +1,161 @@
+"""The sidecar's Prometheus metrics, in their own registry (one per app, so tests can run many).
+
+`server.py` creates one `Metrics` per application and serves `render()` on `GET /metrics`;
+`engine.py`, `reload.py` and the handlers record into it. Every name carries the `laneway_` prefix
+and the label sets are the SPEC's. Label values are route, lane, rule and policy names from the
+config, a few fixed outcome words, and the config version: never prompt text, user ids or
+secrets, and always a bounded set.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
+
+from router_sidecar.resilience import STATES
+
+CONTENT_TYPE = CONTENT_TYPE_LATEST
+
+# Outcomes of one request in `laneway_requests_total{outcome}`. The others come with the error
+# that ended the request (`errors.RouterError.outcome`): bad_request (the router refused it),
+# rejected (a provider refused it as the client's fault), budget (over the cost budget), failed
+# (every lane failed), unavailable (no config loaded yet).
+OK = "ok"  # an answer was served
+FAILED = "failed"  # also: a stream that broke after it started
+CANCELLED = "cancelled"  # the client went away first
+ERROR = "error"  # a bug in the router (HTTP 500)
+
+_LATENCY_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 20, 30, 60, 120)
+_OVERHEAD_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1)
+
+
+class Metrics:
+    """Every metric the sidecar exposes."""
+
+    def __init__(self) -> None:
+        self.registry = reg = CollectorRegistry(auto_describe=True)
+        self.requests = Counter(
+            "laneway_requests",
+            "Chat completion requests, by the route and lane that finally served them.",
+            ["policy", "route", "lane", "outcome"],
+            registry=reg,
+        )
+        self.request_duration = Histogram(
+            "laneway_request_duration_seconds",
+            "Time from receiving a chat completion request to its last byte.",
+            ["policy", "route"],
+            buckets=_LATENCY_BUCKETS,
+            registry=reg,
+        )
+        self.upstream_duration = Histogram(
+            "laneway_upstream_duration_seconds",
+            "Time spent in one call to a lane's provider, by lane and outcome.",
+            ["lane", "outcome"],
+            buckets=_LATENCY_BUCKETS,
+            registry=reg,
+        )
+        self.router_overhead = Histogram(
+            "laneway_router_overhead_seconds",
+            "Time the router itself added to a request: total minus upstream and backoff.",
+            buckets=_OVERHEAD_BUCKETS,
+            registry=reg,
+        )
+        self.tokens = Counter(
+            "laneway_tokens",
+            "Tokens sent to (input) and received from (output) each lane.",
+            ["lane", "direction"],
+            registry=reg,
+        )
+        self.cost = Counter(
+            "laneway_cost_usd",
+            "Estimated spend in USD from lane prices and reported (or estimated) usage.",
+            ["policy", "route", "lane"],
+            registry=reg,
+        )
+        self.escalations = Counter(
+            "laneway_escalations",
+            "Finished answers moved to the next route, and why.",
+            ["from_route", "to_route", "reason"],
+            registry=reg,
+        )
+        self.fallbacks = Counter(
+            "laneway_fallbacks",
+            "Requests moved from one lane to the next lane of the same route, and why.",
+            ["from_lane", "to_lane", "reason"],
+            registry=reg,
+        )
+        self.retries = Counter(
+            "laneway_retries",
+            "Retries of a failed call on the same lane (bounded by the retry budget).",
+            ["lane"],
+            registry=reg,
+        )
+        self.retries_denied = Counter(
+            "laneway_retry_budget_exhausted",
+            "Retries skipped because the retry budget was spent.",
+            ["lane"],
+            registry=reg,
+        )
+        self.lane_state = Gauge(
+            "laneway_lane_state",
+            "Each lane's circuit state in this sidecar: 1 for the current state, else 0.",
+            ["lane", "state"],
+            registry=reg,
+        )
+        self.config_info = Gauge(
+            "laneway_config_info",
+            "The config version this sidecar serves (value 1).",
+            ["version"],
+            registry=reg,
+        )
+        self.config_reload_failures = Counter(
+            "laneway_config_reload_failures",
+            "Config documents rejected; the last good config kept serving.",
+            registry=reg,
+        )
+        self.config_stale = Gauge(
+            "laneway_config_stale",
+            "1 while the newest config seen was rejected and an older one is served.",
+            registry=reg,
+        )
+        self.feedback = Counter(
+            "laneway_feedback",
+            "Feedback on served answers (accepted, corrected).",
+            ["outcome"],
+            registry=reg,
+        )
+        self.decisions = Counter(
+            "laneway_decisions",
+            "Routing decisions; in observe mode, the route and rule enforce would have chosen.",
+            ["policy", "rule", "route", "mode"],
+            registry=reg,
+        )
+        self._version: str | None = None
+        self._lanes: set[str] = set()
+        self.lane_states: Callable[[], Mapping[str, str]] | None = None
+
+    def set_config(self, version: str, lane_states: Mapping[str, str]) -> None:
+        """Show the loaded version and every lane's current state."""
+        if self._version is not None and self._version != version:
+            self.config_info.remove(self._version)
+        self._version = version
+        self.config_info.labels(version).set(1)
+        for lane in self._lanes - set(lane_states):
+            for name in STATES:
+                self.lane_state.remove(lane, name)
+        self._lanes = set(lane_states)
+        for lane, state in lane_states.items():
+            self.set_lane_state(lane, state)
+
+    def set_lane_state(self, lane: str, state: str) -> None:
+        for name in STATES:
+            self.lane_state.labels(lane, name).set(1 if name == state else 0)
+
+    def render(self) -> bytes:
+        # Circuits move from open to half-open as time passes, so read the states at scrape time.
+        if self.lane_states is not None:
+            for lane, state in self.lane_states().items():
+                self.set_lane_state(lane, state)
+        return generate_latest(self.registry)

@@ -1,0 +1,449 @@
+"""The sidecar's HTTP surface: aiohttp routes, request parsing, response headers, metrics, log.
+
+`build_app(store)` returns the application; `laneway serve` (`laneway.cmd_serve`) runs it, tests
+and `laneway demo` run it in-process. Handlers stay thin: they parse and check the body once,
+ask `decision.decide` for a decision, hand it to `engine.Engine`, and turn the result or the
+`errors.RouterError` into a response. Every `/v1/*` response carries the `x-laneway-*` headers;
+every chat completion ends with one decision-log line and its metrics, whatever the outcome.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from aiohttp import web
+
+from router_sidecar import errors
+from router_sidecar import metrics as m
+from router_sidecar.config import RouterConfig
+from router_sidecar.decision import AUTO, Decision, UnknownModel, decide, header_safe
+from router_sidecar.decision_log import DecisionRecord, emit
+from router_sidecar.engine import Engine, Run, StreamBroken
+from router_sidecar.explain import explain
+from router_sidecar.reload import ConfigStore
+from router_sidecar.signals import HintError, Signals, extract_signals, parse_hints
+
+log = logging.getLogger(__name__)
+feedback_log = logging.getLogger("laneway.feedback")
+
+DEFAULT_MAX_BODY_BYTES = 4 * 1024 * 1024
+NONE = "-"  # header value when no route or lane was chosen
+FEEDBACK_OUTCOMES = ("accepted", "corrected")
+_JSON = "application/json"
+_SSE_HEADERS = {
+    "Content-Type": "text/event-stream",
+    "Cache-Control": "no-cache",
+    "X-Accel-Buffering": "no",
+}
+
+
+@dataclass
+class State:
+    store: ConfigStore
+    engine: Engine
+    metrics: m.Metrics
+    max_body_bytes: int
+
+
+STATE = web.AppKey("laneway_state", State)
+
+
+# ---------------------------------------------------------------------------------------------
+# Parsing the request.
+
+
+async def _read_json(request: web.Request, limit: int) -> Any:
+    """The parsed body; 413 over `limit`, 400 when it is not JSON."""
+    if request.content_length is not None and request.content_length > limit:
+        raise errors.body_too_large(limit)
+    try:
+        raw = await request.read()
+    except web.HTTPRequestEntityTooLarge as exc:
+        raise errors.body_too_large(limit) from exc
+    try:
+        return json.loads(raw)
+    except ValueError as exc:  # JSONDecodeError and UnicodeDecodeError are both ValueErrors
+        raise errors.invalid_json(str(exc)) from exc
+
+
+def _check_chat_body(body: Any) -> tuple[str, bool]:
+    """(model, stream) of a chat completion body, or a 400 that says what is wrong."""
+    if not isinstance(body, dict):
+        raise errors.bad_request("The request body must be a JSON object.")
+    model = body.get("model", AUTO)
+    if not isinstance(model, str) or not model:
+        raise errors.bad_request(
+            "'model' must be a non-empty string: 'auto', a route or a lane.", param="model"
+        )
+    messages = body.get("messages")
+    if not isinstance(messages, list) or not messages:
+        raise errors.bad_request("'messages' must be a non-empty list.", param="messages")
+    for i, message in enumerate(messages):
+        if not isinstance(message, dict) or not isinstance(message.get("role"), str):
+            raise errors.bad_request(
+                f"'messages[{i}]' must be an object with a string 'role'.", param=f"messages[{i}]"
+            )
+    stream = body.get("stream")
+    if stream is not None and not isinstance(stream, bool):
+        raise errors.bad_request("'stream' must be true or false.", param="stream")
+    for key, kind, word in (("tools", list, "a list"), ("stream_options", dict, "an object")):
+        if body.get(key) is not None and not isinstance(body[key], kind):
+            raise errors.bad_request(f"'{key}' must be {word}.", param=key)
+    return model, bool(stream)
+
+
+def _decide(
+    state: State, config: RouterConfig, body: Mapping[str, Any], request: web.Request, model: str
+) -> tuple[Signals, Decision]:
+    try:
+        hints = parse_hints(request.headers)
+    except HintError as exc:
+        raise errors.bad_hint(str(exc)) from exc
+    signals = extract_signals(body, hints)
+    try:
+        decision = decide(config, signals, model, state.engine.lane_unavailable)
+    except UnknownModel as exc:
+        raise errors.model_not_found(model, config.routes, sorted(config.lanes)) from exc
+    return signals, decision
+
+
+def _new_id() -> str:
+    return os.urandom(12).hex()
+
+
+# ---------------------------------------------------------------------------------------------
+# Responses.
+
+
+def _headers(rec: DecisionRecord, run: Run | None, reason: str) -> dict[str, str]:
+    return {
+        "x-laneway-decision-id": rec.decision_id,
+        "x-laneway-route": (run.route or run.decision.route) if run else rec.route or NONE,
+        "x-laneway-lane": (run.lane or NONE) if run else NONE,
+        "x-laneway-reason": reason,
+        "x-laneway-escalations": str(run.escalations if run else 0),
+        "x-laneway-fallbacks": str(run.fallbacks if run else 0),
+    }
+
+
+def _reason(run: Run | None, error: errors.RouterError | None = None) -> str:
+    parts = [run.decision.reason] if run else []
+    if run and run.notes:
+        parts.extend(run.notes)
+    if error is not None:
+        parts.append(f"error {error.code or error.status}")
+    return header_safe("; ".join(parts)) or NONE
+
+
+def _error_response(
+    exc: errors.RouterError, rec: DecisionRecord, run: Run | None
+) -> web.Response:
+    return web.Response(
+        status=exc.status,
+        body=json.dumps(exc.body()).encode(),
+        content_type=_JSON,
+        headers=_headers(rec, run, _reason(run, exc)),
+    )
+
+
+class _Sink:
+    """The client's stream: prepared on the first write, so earlier failures can fall back."""
+
+    def __init__(self, request: web.Request, rec: DecisionRecord, run: Run) -> None:
+        self.request, self.rec, self.run = request, rec, run
+        self.response: web.StreamResponse | None = None
+
+    async def write(self, data: bytes) -> None:
+        if self.response is None:
+            headers = {**_SSE_HEADERS, **_headers(self.rec, self.run, _reason(self.run))}
+            self.response = web.StreamResponse(status=200, headers=headers)
+            await self.response.prepare(self.request)
+        await self.response.write(data)
+
+
+# ---------------------------------------------------------------------------------------------
+# Chat completions.
+
+
+async def chat_completions(request: web.Request) -> web.StreamResponse:
+    state = request.app[STATE]
+    started = time.monotonic()
+    rec = DecisionRecord(decision_id=_new_id())
+    run: Run | None = None
+    try:
+        config = state.store.current
+        if config is None:
+            raise errors.no_config()
+        rec.policy, rec.mode, rec.config_version = config.policy_name, config.mode, config.version
+        body = await _read_json(request, state.max_body_bytes)
+        model, stream = _check_chat_body(body)
+        rec.requested_model, rec.stream = model, stream
+        signals, decision = _decide(state, config, body, request, model)
+        run = _start_run(state, config, body, signals, decision, rec, started)
+        if stream:
+            return await _serve_stream(request, state, rec, run)
+        got = await state.engine.complete(run)
+        rec.outcome = m.OK
+        payload = got.raw if got.raw is not None and not run.escalations else None
+        return web.Response(
+            body=payload or json.dumps(got.answer).encode(),
+            content_type=_JSON,
+            headers=_headers(rec, run, _reason(run)),
+        )
+    except errors.RouterError as exc:
+        rec.outcome, rec.status, rec.error = exc.outcome, exc.status, exc.message
+        return _error_response(exc, rec, run)
+    except asyncio.CancelledError:
+        rec.outcome, rec.status = m.CANCELLED, 499
+        raise
+    except Exception:
+        rec.outcome, rec.status = m.ERROR, 500
+        raise
+    finally:
+        _finish(state, rec, run, started)
+
+
+def _start_run(
+    state: State,
+    config: RouterConfig,
+    body: Mapping[str, Any],
+    signals: Signals,
+    decision: Decision,
+    rec: DecisionRecord,
+    started: float,
+) -> Run:
+    rec.rule, rec.score, rec.route, rec.reason = (
+        decision.rule,
+        decision.score,
+        decision.route,
+        decision.reason,
+    )
+    rec.enforce_route, rec.enforce_rule = decision.enforce_route, decision.enforce_rule
+    rec.enforce_score = decision.enforce_score
+    state.metrics.decisions.labels(
+        config.policy_name, _rule_label(decision), decision.enforce_route, config.mode
+    ).inc()
+    first = config.lanes[decision.lanes[0]] if decision.lanes else None
+    budget_ms = signals.latency_budget_ms or config.latency_budget_ms
+    budget_ms = budget_ms or (first.total_ms if first else 60_000)
+    return Run(
+        config=config,
+        body=body,
+        signals=signals,
+        decision=decision,
+        record=rec,
+        started=started,
+        deadline=started + budget_ms / 1000,
+    )
+
+
+def _rule_label(decision: Decision) -> str:
+    """`rule` label of laneway_decisions_total: the rule enforce mode chose by, bounded."""
+    if decision.forced:
+        return "(model)"
+    if decision.enforce_rule is not None:
+        return decision.enforce_rule
+    return "(complexity)"
+
+
+async def _serve_stream(
+    request: web.Request, state: State, rec: DecisionRecord, run: Run
+) -> web.StreamResponse:
+    sink = _Sink(request, rec, run)
+    try:
+        await state.engine.stream(run, sink)
+        rec.outcome = m.OK
+    except StreamBroken:
+        rec.outcome = m.FAILED
+    except ConnectionResetError:
+        rec.outcome, rec.status = m.CANCELLED, 499
+    if sink.response is None:  # the client left before the first byte
+        return web.Response(status=499)
+    if rec.outcome != m.CANCELLED:
+        await sink.response.write_eof()
+    return sink.response
+
+
+def _finish(state: State, rec: DecisionRecord, run: Run | None, started: float) -> None:
+    """Metrics and the decision-log line for one chat completion, whatever happened."""
+    total = time.monotonic() - started
+    rec.latency_ms = total * 1000
+    mt = state.metrics
+    if run is not None:
+        rec.route, rec.lane = run.route or run.decision.route, run.lane
+        rec.upstream_ms = run.upstream_s * 1000
+        rec.reason = _reason(run)
+        mt.router_overhead.observe(max(0.0, total - run.upstream_s - run.waited_s))
+    policy = rec.policy
+    mt.requests.labels(policy, rec.route, rec.lane, rec.outcome or m.ERROR).inc()
+    mt.request_duration.labels(policy, rec.route).observe(total)
+    emit(rec)
+
+
+# ---------------------------------------------------------------------------------------------
+# The other endpoints.
+
+
+async def route_explain(request: web.Request) -> web.Response:
+    state = request.app[STATE]
+    rec = DecisionRecord(decision_id=_new_id())
+    try:
+        config = state.store.current
+        if config is None:
+            raise errors.no_config()
+        body = await _read_json(request, state.max_body_bytes)
+        model, _ = _check_chat_body(body)
+        _, decision = _decide(state, config, body, request, model)
+    except errors.RouterError as exc:
+        return _error_response(exc, rec, None)
+    headers = _headers(rec, None, header_safe(decision.reason) or NONE)
+    headers["x-laneway-route"] = decision.route
+    headers["x-laneway-lane"] = decision.lanes[0] if decision.lanes else NONE
+    return web.json_response(explain(config, decision), headers=headers)
+
+
+async def feedback(request: web.Request) -> web.Response:
+    state = request.app[STATE]
+    rec = DecisionRecord(decision_id=_new_id())
+    try:
+        body = await _read_json(request, state.max_body_bytes)
+        decision_id, outcome = _check_feedback(body)
+    except errors.RouterError as exc:
+        return _error_response(exc, rec, None)
+    state.metrics.feedback.labels(outcome).inc()
+    feedback_log.info(
+        "%s", json.dumps({"decisionId": decision_id, "feedback": outcome}, separators=(",", ":"))
+    )
+    return web.json_response(
+        {"decision_id": decision_id, "outcome": outcome, "recorded": True},
+        headers=_headers(rec, None, "feedback recorded"),
+    )
+
+
+def _check_feedback(body: Any) -> tuple[str, str]:
+    if not isinstance(body, dict):
+        raise errors.bad_request("The request body must be a JSON object.")
+    decision_id = body.get("decision_id")
+    if not isinstance(decision_id, str) or not 0 < len(decision_id) <= 128:
+        raise errors.bad_request(
+            "'decision_id' must be the x-laneway-decision-id of an earlier response.",
+            param="decision_id",
+        )
+    if not decision_id.isprintable():
+        raise errors.bad_request("'decision_id' must be printable text.", param="decision_id")
+    outcome = body.get("outcome")
+    if outcome not in FEEDBACK_OUTCOMES:
+        raise errors.bad_request(
+            "'outcome' must be 'accepted' or 'corrected'.", param="outcome"
+        )
+    return decision_id, outcome
+
+
+async def list_models(request: web.Request) -> web.Response:
+    state = request.app[STATE]
+    rec = DecisionRecord(decision_id=_new_id())
+    config = state.store.current
+    if config is None:
+        return _error_response(errors.no_config(), rec, None)
+    data = [_model_entry(AUTO, "auto", None)]
+    data.extend(_model_entry(r.name, "route", list(r.lanes)) for r in config.routes.values())
+    data.extend(_model_entry(name, "lane", None) for name in sorted(config.lanes))
+    return web.json_response(
+        {"object": "list", "data": data}, headers=_headers(rec, None, "model list")
+    )
+
+
+def _model_entry(name: str, kind: str, lanes: list[str] | None) -> dict[str, Any]:
+    entry: dict[str, Any] = {"id": name, "object": "model", "created": 0, "owned_by": "laneway"}
+    entry["laneway"] = {"kind": kind} if lanes is None else {"kind": kind, "lanes": lanes}
+    return entry
+
+
+async def healthz(request: web.Request) -> web.Response:
+    return web.json_response({"status": "ok"})
+
+
+async def readyz(request: web.Request) -> web.Response:
+    store = request.app[STATE].store
+    config = store.current
+    if config is None:
+        return web.json_response({"status": "not ready", "reason": "no config loaded"}, status=503)
+    return web.json_response(
+        {
+            "status": "ready",
+            "configVersion": config.version,
+            "policy": f"{config.policy_namespace}/{config.policy_name}",
+            "mode": config.mode,
+            "stale": store.stale,
+        }
+    )
+
+
+async def metrics_endpoint(request: web.Request) -> web.Response:
+    body = request.app[STATE].metrics.render()
+    return web.Response(body=body, headers={"Content-Type": m.CONTENT_TYPE})
+
+
+@web.middleware
+async def _errors_middleware(request: web.Request, handler: Any) -> web.StreamResponse:
+    """Unknown paths, wrong methods and router bugs also answer in the OpenAI error shape."""
+    try:
+        return await handler(request)
+    except web.HTTPException as exc:
+        if exc.status == 405:
+            err = errors.method_not_allowed(request.method, request.path)
+        elif exc.status == 404:
+            err = errors.not_found(request.path)
+        else:
+            err = errors.RouterError(exc.status, exc.reason, code="http_error")
+        return _error_response(err, DecisionRecord(decision_id=_new_id()), None)
+    except Exception:
+        log.exception("Unexpected error serving %s %s", request.method, request.path)
+        err = errors.RouterError(
+            500, "The router failed unexpectedly; see its log.", type="server_error"
+        )
+        return _error_response(err, DecisionRecord(decision_id=_new_id()), None)
+
+
+# ---------------------------------------------------------------------------------------------
+# The application.
+
+
+def build_app(
+    store: ConfigStore, *, max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
+) -> web.Application:
+    """The sidecar application serving `store.current`; closes its upstream pools on cleanup."""
+    metrics = m.Metrics()
+    engine = Engine(metrics, secrets=store.secrets)
+    app = web.Application(client_max_size=max_body_bytes, middlewares=[_errors_middleware])
+    app[STATE] = State(store=store, engine=engine, metrics=metrics, max_body_bytes=max_body_bytes)
+
+    def rejected(source: str, error: str) -> None:
+        metrics.config_reload_failures.inc()
+        metrics.config_stale.set(1 if store.stale else 0)
+
+    def applied(config: RouterConfig) -> None:
+        engine.config_applied(config)
+        metrics.config_stale.set(0)
+
+    store.subscribe(applied=applied, rejected=rejected)
+
+    async def close_engine(app: web.Application) -> None:
+        await engine.close()
+
+    app.on_cleanup.append(close_engine)
+    app.router.add_post("/v1/chat/completions", chat_completions)
+    app.router.add_get("/v1/models", list_models)
+    app.router.add_post("/v1/route/explain", route_explain)
+    app.router.add_post("/v1/feedback", feedback)
+    app.router.add_get("/healthz", healthz)
+    app.router.add_get("/readyz", readyz)
+    app.router.add_get("/metrics", metrics_endpoint)
+    return app

@@ -1,0 +1,313 @@
+"""The operator against a real API server: compile to ConfigMaps, probe lanes, report problems.
+
+Each test runs `laneway operator --standalone -n <its namespace>` as a subprocess and simulated
+providers on loopback ports.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from laneway_operator.compiler import compile_policy, render_config
+from router_sidecar.config import load_config_text
+from router_sidecar.simulator import SimulatedProvider
+from tests.controlplane.plane import ControlPlane
+from tests.integration.operator_harness import (
+    OperatorProcess,
+    apply,
+    condition,
+    events,
+    get,
+    lane,
+    operator_fleet,
+    policy,
+    secret,
+    start_operator,
+    wait_for,
+)
+
+pytestmark = pytest.mark.controlplane
+
+
+@pytest.fixture
+def operators(
+    controlplane: ControlPlane, crds: list[str], namespace: str, request: pytest.FixtureRequest
+) -> Iterator[list[OperatorProcess]]:
+    yield from operator_fleet(controlplane, namespace, request)
+
+
+def configmap_text(plane: ControlPlane, namespace: str, name: str) -> str | None:
+    cm = get(plane, "configmap", f"laneway-{name}", namespace)
+    return (cm or {}).get("data", {}).get("config.json")
+
+
+def lane_phase(plane: ControlPlane, namespace: str, name: str) -> str | None:
+    return ((get(plane, "modellane", name, namespace) or {}).get("status") or {}).get("phase")
+
+
+def test_a_policy_compiles_into_a_configmap_it_owns_with_status_and_columns(
+    controlplane: ControlPlane, namespace: str, operators: list[OperatorProcess], tmp_path: Path
+) -> None:
+    with SimulatedProvider(model="primary") as a, SimulatedProvider(model="backup") as b:
+        apply(controlplane, secret(namespace), lane(namespace, "primary", a.url),
+              lane(namespace, "backup", b.url),
+              policy(namespace, "bot", {"fast": ["primary", "backup"]}))
+        operators.append(start_operator(controlplane, tmp_path, namespace))
+
+        for name in ("primary", "backup"):
+            wait_for(lambda n=name: lane_phase(controlplane, namespace, n) == "Healthy",
+                     timeout=20, what=f"lane {name} Healthy")
+        pol = wait_for(
+            lambda: (p := get(controlplane, "routingpolicy", "bot", namespace))
+            and condition(p, "Ready").get("status") == "True"
+            and all(item["phase"] == "Healthy" for item in p["status"]["routes"][0]["lanes"])
+            and p,
+            timeout=20, what="policy Ready with both lanes Healthy",
+        )
+
+        # The ConfigMap holds exactly what the compiler makes of the objects in the cluster.
+        text = configmap_text(controlplane, namespace, "bot")
+        lanes = {name: get(controlplane, "modellane", name, namespace)
+                 for name in ("primary", "backup")}
+        assert text == render_config(compile_policy(pol, lanes))
+        config = load_config_text(text)
+        assert config.version == pol["status"]["configVersion"]
+        assert config.lanes["primary"].provider.api_key.name == "provider"
+        assert "sk-test-key" not in text
+
+        cm = get(controlplane, "configmap", "laneway-bot", namespace)
+        owner = cm["metadata"]["ownerReferences"][0]
+        assert (owner["kind"], owner["name"], owner["uid"]) == (
+            "RoutingPolicy", "bot", pol["metadata"]["uid"])
+        assert cm["metadata"]["annotations"]["routing.laneway.dev/config-version"] == (
+            config.version)
+
+        assert pol["status"]["routes"] == [{"name": "fast", "activeLane": "primary", "lanes": [
+            {"name": "primary", "phase": "Healthy"}, {"name": "backup", "phase": "Healthy"}]}]
+        assert pol["status"]["observedGeneration"] == pol["metadata"]["generation"]
+        assert condition(pol, "Compiled")["reason"] == "ConfigWritten"
+        assert condition(pol, "Degraded")["status"] == "False"
+
+        table = controlplane.kubectl("get", "lane,rpol", "-n", namespace, "-o", "wide").stdout
+        assert "Healthy" in table and "fast=primary" in table
+        lane_obj = get(controlplane, "modellane", "primary", namespace)
+        assert lane_obj["status"]["lastProbe"]["result"] == "Succeeded"
+        assert isinstance(lane_obj["status"]["lastProbe"]["latencyMs"], int)
+        assert condition(lane_obj, "Ready")["reason"] == "ProbeSucceeded"
+
+        role = get(controlplane, "role", "laneway-config-bot", namespace)
+        assert role["rules"][0]["resourceNames"] == ["laneway-bot"]
+
+        metrics = operators[0].metrics()
+        assert 'laneway_operator_lane_phase{lane="primary",namespace="' in metrics
+        assert "laneway_operator_probe_duration_seconds_count" in metrics
+        assert 'laneway_operator_reconciles_total{kind="RoutingPolicy",result="ok"}' in metrics
+
+
+def test_a_lane_that_goes_down_moves_its_routes_and_comes_back_after_the_hold_down(
+    controlplane: ControlPlane, namespace: str, operators: list[OperatorProcess], tmp_path: Path
+) -> None:
+    with SimulatedProvider(model="primary") as a, SimulatedProvider(model="backup") as b:
+        apply(controlplane, secret(namespace), lane(namespace, "primary", a.url),
+              lane(namespace, "backup", b.url),
+              policy(namespace, "bot", {"fast": ["primary", "backup"]}))
+        operators.append(start_operator(controlplane, tmp_path, namespace))
+        wait_for(lambda: active_lane(controlplane, namespace) == "primary"
+                 and lane_phase(controlplane, namespace, "backup") == "Healthy",
+                 timeout=20, what="route fast on primary")
+
+        a.set_mode("down")
+        started = time.monotonic()
+        wait_for(lambda: active_lane(controlplane, namespace) == "backup", timeout=15,
+                 what="route fast moved to backup")
+        print(f"\nroute moved to the backup {time.monotonic() - started:.1f}s after the "
+              "primary went down (failureThreshold 2, interval 1s)")
+        assert lane_phase(controlplane, namespace, "primary") == "Down"
+        config = load_config_text(configmap_text(controlplane, namespace, "bot"))
+        assert config.lanes["primary"].phase == "Down"
+        pol = get(controlplane, "routingpolicy", "bot", namespace)
+        degraded = condition(pol, "Degraded")
+        assert (degraded["status"], degraded["reason"]) == ("True", "BackupActive")
+        reasons = {e["reason"] for e in events(controlplane, namespace, "bot")}
+        assert "RouteShifted" in reasons
+        assert "LaneDown" in {e["reason"] for e in events(controlplane, namespace, "primary")}
+
+        a.set_mode("ok")
+        healed = time.monotonic()
+        wait_for(lambda: active_lane(controlplane, namespace) == "primary", timeout=15,
+                 what="route fast back on primary")
+        back = time.monotonic() - healed
+        print(f"route back on the primary {back:.1f}s after it recovered (hold-down 2s)")
+        assert back >= 2.0  # not before the hold-down
+        assert "RouteRestored" in {e["reason"] for e in events(controlplane, namespace, "bot")}
+        assert "LaneRestored" in {e["reason"] for e in events(controlplane, namespace, "primary")}
+
+
+def active_lane(plane: ControlPlane, namespace: str) -> str | None:
+    pol = get(plane, "routingpolicy", "bot", namespace) or {}
+    routes = (pol.get("status") or {}).get("routes") or []
+    return routes[0].get("activeLane") if routes else None
+
+
+def test_broken_references_and_semantic_errors_are_reported_not_crashed_on(
+    controlplane: ControlPlane, namespace: str, operators: list[OperatorProcess], tmp_path: Path
+) -> None:
+    with SimulatedProvider(model="fast") as sim:
+        operators.append(start_operator(controlplane, tmp_path, namespace))
+        apply(controlplane, secret(namespace), lane(namespace, "fast", sim.url),
+              policy(namespace, "bot", {"fast": ["fast", "ghost"]}))
+
+        pol = wait_for(lambda: (p := get(controlplane, "routingpolicy", "bot", namespace))
+                       and condition(p, "Compiled").get("status") == "False" and p,
+                       timeout=20, what="Compiled=False")
+        compiled = condition(pol, "Compiled")
+        assert compiled["reason"] == "LaneNotFound"
+        assert "'ghost' does not exist" in compiled["message"]
+        assert compiled["observedGeneration"] == pol["metadata"]["generation"]
+        ready = condition(pol, "Ready")
+        assert (ready["status"], ready["reason"]) == ("False", "CompileFailed")
+        assert "wait for ConfigMap laneway-bot" in ready["message"]
+        assert get(controlplane, "configmap", "laneway-bot", namespace) is None
+        warning = wait_for(lambda: [e for e in events(controlplane, namespace, "bot")
+                                    if e["reason"] == "CompileFailed"],
+                           timeout=10, what="a CompileFailed event")
+        assert warning[0]["type"] == "Warning" and "ghost" in warning[0]["message"]
+
+        # Creating the missing lane fixes the policy without touching it.
+        apply(controlplane, lane(namespace, "ghost", sim.url))
+        wait_for(lambda: condition(get(controlplane, "routingpolicy", "bot", namespace),
+                                   "Compiled").get("status") == "True",
+                 timeout=20, what="Compiled=True once the lane exists")
+        version = get(controlplane, "routingpolicy", "bot", namespace)["status"]["configVersion"]
+
+        # A semantic error: an escalation cycle. The last good config stays in place.
+        broken = policy(namespace, "bot", {"fast": ["fast"], "strong": ["ghost"]},
+                        escalation={"path": [{"from": "fast", "to": "strong"},
+                                             {"from": "strong", "to": "fast"}]})
+        apply(controlplane, broken)
+        pol = wait_for(lambda: (p := get(controlplane, "routingpolicy", "bot", namespace))
+                       and condition(p, "Compiled").get("reason") == "EscalationCycle" and p,
+                       timeout=20, what="Compiled=False EscalationCycle")
+        assert "fast -> strong -> fast" in condition(pol, "Compiled")["message"]
+        assert pol["status"]["configVersion"] == version
+        assert version in condition(pol, "Ready")["message"]
+        assert load_config_text(configmap_text(controlplane, namespace, "bot")).version == version
+
+        # No hot loop: the operator does not keep rewriting a policy that cannot compile.
+        rv = pol["metadata"]["resourceVersion"]
+        time.sleep(3)
+        assert get(controlplane, "routingpolicy", "bot", namespace)["metadata"][
+            "resourceVersion"] == rv
+        failures = [e for e in events(controlplane, namespace, "bot")
+                    if e["reason"] == "CompileFailed"]
+        assert sum(e.get("count", 1) for e in failures) == 2  # once per distinct error
+
+
+def test_deleting_a_lane_marks_the_policies_that_use_it(
+    controlplane: ControlPlane, namespace: str, operators: list[OperatorProcess], tmp_path: Path
+) -> None:
+    with SimulatedProvider(model="a") as a, SimulatedProvider(model="b") as b:
+        apply(controlplane, secret(namespace), lane(namespace, "a", a.url),
+              lane(namespace, "b", b.url),
+              policy(namespace, "one", {"fast": ["a", "b"]}),
+              policy(namespace, "two", {"fast": ["b"]}))
+        operators.append(start_operator(controlplane, tmp_path, namespace))
+        for name in ("one", "two"):
+            wait_for(lambda n=name: condition(get(controlplane, "routingpolicy", n, namespace),
+                                              "Compiled").get("status") == "True",
+                     timeout=20, what=f"policy {name} compiled")
+
+        controlplane.kubectl("delete", "modellane", "a", "-n", namespace, "--timeout=20s")
+
+        one = wait_for(lambda: (p := get(controlplane, "routingpolicy", "one", namespace))
+                       and condition(p, "Compiled").get("status") == "False" and p,
+                       timeout=20, what="policy one marked")
+        assert condition(one, "Compiled")["reason"] == "LaneNotFound"
+        assert condition(get(controlplane, "routingpolicy", "two", namespace),
+                         "Compiled")["status"] == "True"
+
+
+def test_restarting_the_operator_changes_nothing_that_was_right(
+    controlplane: ControlPlane, namespace: str, operators: list[OperatorProcess], tmp_path: Path
+) -> None:
+    with SimulatedProvider(model="a") as a:
+        apply(controlplane, secret(namespace), lane(namespace, "a", a.url),
+              policy(namespace, "bot", {"fast": ["a"]}))
+        first = start_operator(controlplane, tmp_path, namespace, name="first")
+        operators.append(first)
+        wait_for(lambda: lane_phase(controlplane, namespace, "a") == "Healthy"
+                 and condition(get(controlplane, "routingpolicy", "bot", namespace),
+                               "Ready").get("status") == "True", timeout=20, what="ready")
+        time.sleep(1.5)  # let the last writes of the first start settle
+        before = versions(controlplane, namespace)
+
+        assert first.stop() == 0
+        second = start_operator(controlplane, tmp_path, namespace, name="second")
+        operators.append(second)
+        probed = get(controlplane, "modellane", "a", namespace)["status"]["lastProbe"]["time"]
+        wait_for(lambda: get(controlplane, "modellane", "a", namespace)["status"]["lastProbe"][
+            "time"] != probed, timeout=15, what="a probe by the restarted operator")
+        time.sleep(1.5)
+
+        assert versions(controlplane, namespace) == before
+        assert "written to ConfigMap" not in second.log()
+
+
+def versions(plane: ControlPlane, namespace: str) -> dict[str, str]:
+    """resourceVersion of everything the operator writes for policy `bot`."""
+    out = {}
+    for kind, name in [("configmap", "laneway-bot"), ("role", "laneway-config-bot"),
+                       ("rolebinding", "laneway-config-bot"), ("routingpolicy", "bot")]:
+        out[kind] = get(plane, kind, name, namespace)["metadata"]["resourceVersion"]
+    return out
+
+
+PEERING_CRDS = Path(__file__).resolve().parents[2] / "helm/laneway/crds/kopf-peerings.yaml"
+
+
+def test_two_replicas_with_peering_do_not_fight(
+    controlplane: ControlPlane, namespace: str, operators: list[OperatorProcess], tmp_path: Path
+) -> None:
+    controlplane.kubectl("apply", "-f", str(PEERING_CRDS))
+    for crd in ("kopfpeerings.kopf.dev", "clusterkopfpeerings.kopf.dev"):
+        controlplane.kubectl("wait", "--for=condition=Established", f"crd/{crd}",
+                             "--timeout=30s")
+    with SimulatedProvider(model="a") as a, SimulatedProvider(model="b") as b:
+        apply(controlplane, secret(namespace), lane(namespace, "a", a.url),
+              lane(namespace, "b", b.url), policy(namespace, "bot", {"fast": ["a", "b"]}))
+        env = {"LANEWAY_PEERING_NAME": "laneway-test"}
+        standby = start_operator(controlplane, tmp_path, namespace, name="standby",
+                                 env={**env, "LANEWAY_PEERING_PRIORITY": "100"},
+                                 standalone=False)
+        operators.append(standby)
+        active = start_operator(controlplane, tmp_path, namespace, name="active",
+                                env={**env, "LANEWAY_PEERING_PRIORITY": "200"},
+                                standalone=False)
+        operators.append(active)
+
+        wait_for(lambda: condition(get(controlplane, "routingpolicy", "bot", namespace),
+                                   "Ready").get("status") == "True", timeout=20, what="ready")
+        peers = get(controlplane, "kopfpeerings.kopf.dev", "laneway-test", namespace)["status"]
+        assert sorted(peer["priority"] for peer in peers.values()) == [100, 200]
+        time.sleep(2)
+        before = get(controlplane, "configmap", "laneway-bot", namespace)["metadata"][
+            "resourceVersion"]
+        time.sleep(4)
+        assert get(controlplane, "configmap", "laneway-bot", namespace)["metadata"][
+            "resourceVersion"] == before
+        # Only the higher priority replica probes and reconciles; the other waits.
+        assert "laneway_operator_probes_total{" in active.metrics()
+        assert "laneway_operator_probes_total{" not in standby.metrics()
+        assert "reconciles_total{" not in standby.metrics()
+
+        # The active replica leaves gracefully; the other takes over and reconciles changes.
+        assert active.stop() == 0
+        apply(controlplane, policy(namespace, "bot", {"fast": ["b", "a"]}))
+        wait_for(lambda: (get(controlplane, "routingpolicy", "bot", namespace)["status"]
+                          .get("routes") or [{}])[0].get("activeLane") == "b",
+                 timeout=30, what="the standby replica to take over")
+        assert "laneway_operator_probes_total{" in standby.metrics()

@@ -1,0 +1,247 @@
+"""Fallback between the lanes of one route: triggers, retries, retry budget, circuit breaking.
+
+Every test runs the real sidecar on a loopback port in front of simulated providers.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import pytest
+
+from tests.e2e.harness import lane, policy_doc, running
+
+ALL_TRIGGERS = ["rateLimited", "timeout", "serverError", "connectionError", "contextOverflow"]
+
+
+def _fallback(
+    triggers: list[str] | None = None,
+    retries: int = 0,
+    budget_percent: float = 20,
+    breaker: int = 100,
+    cooldown_ms: int = 1_000,
+) -> dict[str, Any]:
+    return {
+        "triggers": triggers if triggers is not None else ALL_TRIGGERS,
+        "retries": {"max": retries, "backoffMs": 5},
+        "retryBudgetPercent": budget_percent,
+        "circuitBreaker": {"consecutiveFailures": breaker, "cooldownMs": cooldown_ms},
+    }
+
+
+def _two_lanes(**fallback: Any) -> Any:
+    def build(sims: dict[str, Any]) -> dict[str, Any]:
+        return policy_doc(
+            {
+                "a": lane(sims["a"].url, context=100_000, total_ms=400),
+                "b": lane(sims["b"].url, context=200_000, total_ms=2_000),
+            },
+            {"main": ["a", "b"]},
+            fallback=_fallback(**fallback),
+        )
+
+    return build
+
+
+TWO = {"a": "openai", "b": "openai"}
+
+
+@pytest.mark.parametrize(
+    ("mode", "trigger"),
+    [
+        ("ratelimit", "rateLimited"),
+        ("error500", "serverError"),
+        ("overloaded", "serverError"),
+        ("timeout", "timeout"),
+        ("down", "connectionError"),
+        ("context_overflow", "contextOverflow"),
+    ],
+)
+async def test_each_fallback_trigger_moves_the_request_to_the_backup_lane(
+    mode: str, trigger: str
+) -> None:
+    async with running(TWO, _two_lanes()) as (sidecar, sims):
+        sims["a"].set_mode(mode)
+        status, headers, body = await sidecar.chat("What are your opening hours?")
+        assert status == 200, body
+        assert body["choices"][0]["message"]["content"].startswith("[b] ok")
+        assert headers["x-laneway-lane"] == "b"
+        assert headers["x-laneway-fallbacks"] == "1"
+        assert await sidecar.metric(
+            "laneway_fallbacks_total", from_lane="a", to_lane="b", reason=trigger
+        ) == 1
+
+
+async def test_context_overflow_skips_backups_whose_window_is_no_larger() -> None:
+    def build(sims: dict[str, Any]) -> dict[str, Any]:
+        return policy_doc(
+            {
+                "a": lane(sims["a"].url, context=100_000),
+                "b": lane(sims["b"].url, context=100_000),
+                "c": lane(sims["c"].url, context=400_000),
+            },
+            {"main": ["a", "b", "c"]},
+            fallback=_fallback(),
+        )
+
+    async with running({"a": "openai", "b": "openai", "c": "openai"}, build) as (sidecar, sims):
+        sims["a"].set_mode("context_overflow")
+        status, headers, _ = await sidecar.chat("a long document ...")
+        assert status == 200 and headers["x-laneway-lane"] == "c"
+        assert sims["b"].state["requests"] == 0
+
+
+async def test_a_failure_that_is_not_a_listed_trigger_is_returned_instead_of_falling_back() -> None:
+    async with running(TWO, _two_lanes(triggers=["rateLimited"])) as (sidecar, sims):
+        sims["a"].set_mode("error500")
+        status, headers, body = await sidecar.chat("hello")
+        assert status == 502
+        assert "a: serverError" in body["error"]["message"]
+        assert headers["x-laneway-route"] == "main"
+        assert sims["b"].state["requests"] == 0
+
+
+async def test_a_provider_400_is_passed_to_the_client_in_openai_shape_without_fallback() -> None:
+    async with running(TWO, _two_lanes()) as (sidecar, sims):
+        status, headers, body = await sidecar.chat("hello", max_tokens=0)
+        assert status == 400
+        assert body["error"]["param"] == "max_tokens"
+        assert "max_tokens" in body["error"]["message"]
+        assert set(body["error"]) == {"message", "type", "param", "code"}
+        assert headers["x-laneway-decision-id"]
+        assert sims["b"].state["requests"] == 0
+
+
+async def test_a_rate_limited_lane_is_skipped_until_its_retry_after_has_passed() -> None:
+    async with running(TWO, _two_lanes()) as (sidecar, sims):
+        sims["a"].set_mode("ratelimit")  # the simulator sends Retry-After: 1
+        assert (await sidecar.chat("one"))[1]["x-laneway-lane"] == "b"
+        sims["a"].set_mode("ok")
+        _, headers, _ = await sidecar.chat("two")
+        assert headers["x-laneway-lane"] == "b"
+        assert sims["a"].state["requests"] == 1
+        await asyncio.sleep(1.1)
+        assert (await sidecar.chat("three"))[1]["x-laneway-lane"] == "a"
+
+
+async def test_server_errors_are_retried_on_the_same_lane_before_falling_back() -> None:
+    async with running(TWO, _two_lanes(retries=2)) as (sidecar, sims):
+        sims["a"].set_mode("error500")
+        status, headers, _ = await sidecar.chat("hello")
+        assert status == 200 and headers["x-laneway-lane"] == "b"
+        assert sims["a"].state["requests"] == 3
+        assert await sidecar.metric("laneway_retries_total", lane="a") == 2
+
+
+async def test_timeouts_and_rate_limits_move_on_without_retrying() -> None:
+    async with running(TWO, _two_lanes(retries=2)) as (sidecar, sims):
+        sims["a"].set_mode("ratelimit")
+        await sidecar.chat("hello")
+        assert sims["a"].state["requests"] == 1
+        assert await sidecar.metric("laneway_retries_total") == 0
+
+
+async def test_the_retry_budget_caps_retries_during_an_outage() -> None:
+    async with running(TWO, _two_lanes(retries=2, budget_percent=10)) as (sidecar, sims):
+        sims["a"].set_mode("error500")
+        results = [await sidecar.chat(f"q{i}") for i in range(40)]
+        assert all(status == 200 for status, _, _ in results)
+        retries = await sidecar.metric("laneway_retries_total", lane="a")
+        # A floor of 3 plus 10 % of 40 requests, instead of 2 retries for each of 40.
+        assert retries <= 3 + 4
+        assert await sidecar.metric("laneway_retry_budget_exhausted_total", lane="a") > 0
+        assert sims["a"].state["requests"] == 40 + retries
+
+
+async def test_the_circuit_opens_after_consecutive_failures_and_a_probe_closes_it() -> None:
+    async with running(TWO, _two_lanes(breaker=2, cooldown_ms=300)) as (sidecar, sims):
+        sims["a"].set_mode("down")
+        for _ in range(2):
+            assert (await sidecar.chat("hi"))[1]["x-laneway-lane"] == "b"
+        assert await sidecar.metric("laneway_lane_state", lane="a", state="open") == 1
+
+        # Open: the lane is not even called.
+        before = sims["a"].state["requests"]
+        assert (await sidecar.chat("hi"))[1]["x-laneway-lane"] == "b"
+        assert sims["a"].state["requests"] == before
+
+        # After the cooldown one probe goes through; it succeeds and closes the circuit.
+        sims["a"].set_mode("ok")
+        await asyncio.sleep(0.35)
+        assert await sidecar.metric("laneway_lane_state", lane="a", state="halfOpen") == 1
+        assert (await sidecar.chat("hi"))[1]["x-laneway-lane"] == "a"
+        assert await sidecar.metric("laneway_lane_state", lane="a", state="closed") == 1
+        assert (await sidecar.chat("hi"))[1]["x-laneway-lane"] == "a"
+
+
+async def test_a_failed_probe_opens_the_circuit_again() -> None:
+    async with running(TWO, _two_lanes(breaker=1, cooldown_ms=200)) as (sidecar, sims):
+        sims["a"].set_mode("error500")
+        await sidecar.chat("hi")
+        await asyncio.sleep(0.25)
+        await sidecar.chat("probe")  # fails again
+        calls = sims["a"].state["requests"]
+        assert calls == 2
+        assert (await sidecar.chat("hi"))[1]["x-laneway-lane"] == "b"
+        assert sims["a"].state["requests"] == calls
+
+
+async def test_a_half_open_lane_gets_a_single_probe_among_concurrent_requests() -> None:
+    async with running(TWO, _two_lanes(breaker=1, cooldown_ms=200)) as (sidecar, sims):
+        sims["a"].set_mode("error500")
+        await sidecar.chat("hi")
+        sims["a"].set_mode("ok", latency_ms=150)
+        await asyncio.sleep(0.25)
+        before = sims["a"].state["requests"]
+        results = await asyncio.gather(*(sidecar.chat(f"c{i}") for i in range(6)))
+        lanes = sorted(headers["x-laneway-lane"] for _, headers, _ in results)
+        assert lanes == ["a"] + ["b"] * 5
+        assert sims["a"].state["requests"] == before + 1
+
+
+@pytest.mark.parametrize(
+    ("modes", "status", "outcomes"),
+    [
+        (("down", "error500"), 502, ["a: connectionError", "b: serverError"]),
+        (("timeout", "timeout"), 504, ["a: timeout", "b: timeout"]),
+        (("ratelimit", "ratelimit"), 503, ["a: rateLimited", "b: rateLimited"]),
+    ],
+)
+async def test_when_every_lane_fails_one_error_lists_each_lane_and_its_outcome(
+    modes: tuple[str, str], status: int, outcomes: list[str]
+) -> None:
+    def build(sims: dict[str, Any]) -> dict[str, Any]:
+        return policy_doc(
+            {"a": lane(sims["a"].url, total_ms=300), "b": lane(sims["b"].url, total_ms=300)},
+            {"main": ["a", "b"]},
+            fallback=_fallback(),
+        )
+
+    async with running(TWO, build) as (sidecar, sims):
+        sims["a"].set_mode(modes[0])
+        sims["b"].set_mode(modes[1])
+        got, headers, body = await sidecar.chat("hello")
+        assert got == status
+        message = body["error"]["message"]
+        assert message.startswith("Every lane of route 'main' failed")
+        for outcome in outcomes:
+            assert outcome in message
+        assert body["error"]["type"] == "server_error"
+        assert headers["x-laneway-fallbacks"] == "1"
+        assert headers["x-laneway-lane"] == "-"
+        assert await sidecar.metric("laneway_requests_total", outcome="failed") == 1
+
+
+async def test_refusal_of_low_risk_work_falls_back_but_a_high_risk_refusal_is_served() -> None:
+    async with running(TWO, _two_lanes(triggers=[*ALL_TRIGGERS, "refusal"])) as (sidecar, sims):
+        sims["a"].set_mode("refuse")
+        _, headers, body = await sidecar.chat("Summarise this ticket")
+        assert headers["x-laneway-lane"] == "b"
+        assert await sidecar.metric("laneway_fallbacks_total", reason="refusal") == 1
+
+        _, headers, body = await sidecar.chat(
+            "Summarise this ticket", headers={"x-laneway-risk": "high"}
+        )
+        assert headers["x-laneway-lane"] == "a"
+        assert body["choices"][0]["message"]["content"].startswith("I'm sorry")

@@ -4,7 +4,7 @@
     python -m tests.controlplane stop    # stops what `start` started, by process id
     python -m tests.controlplane status
 
-State lives in $LANEWAY_CACHE_DIR/run/controlplane (default ~/.cache/laneway/run/controlplane).
+State lives in $LANEWAY_CONTROLPLANE_DIR, by default ~/.cache/laneway/run/controlplane.
 """
 
 from __future__ import annotations
@@ -18,6 +18,8 @@ from tests.controlplane.plane import ControlPlane, ControlPlaneError, binaries_d
 
 
 def _workdir() -> Path:
+    if os.environ.get("LANEWAY_CONTROLPLANE_DIR"):
+        return Path(os.environ["LANEWAY_CONTROLPLANE_DIR"])
     root = os.environ.get("LANEWAY_CACHE_DIR") or os.path.join(
         os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "laneway"
     )

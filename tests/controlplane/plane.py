@@ -322,7 +322,7 @@ class ControlPlane:
         try:
             done, _ = os.waitpid(pid, os.WNOHANG)
         except ChildProcessError:
-            done = 0 if _alive(pid) else pid
+            done = 0 if process_alive(pid) else pid
         if done:
             raise ControlPlaneError(f"{name} exited during start-up:\n{self.log_tail(name)}")
 
@@ -352,10 +352,10 @@ class ControlPlane:
         )
 
     def is_running(self) -> bool:
-        return bool(self.pids) and all(_alive(pid) for pid in self.pids.values())
+        return bool(self.pids) and all(process_alive(pid) for pid in self.pids.values())
 
 
-def _alive(pid: int) -> bool:
+def process_alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -371,14 +371,14 @@ def _alive(pid: int) -> bool:
 
 
 def _terminate(pid: int, name: str, grace: float = 10) -> None:
-    if not _alive(pid):
+    if not process_alive(pid):
         _reap(pid)
         return
     os.kill(pid, signal.SIGTERM)
     deadline = time.monotonic() + grace
     while time.monotonic() < deadline:
         _reap(pid)
-        if not _alive(pid):
+        if not process_alive(pid):
             return
         time.sleep(0.1)
     log.warning("%s pid=%d ignored SIGTERM for %ss; sending SIGKILL", name, pid, grace)

@@ -6,12 +6,14 @@ Each test uses only kubectl and the API, the way users and the operator meet the
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import time
+from pathlib import Path
 
 import pytest
 
-from tests.controlplane.plane import ControlPlane
+from tests.controlplane.plane import ControlPlane, process_alive
 
 WIDGET_CRD = """
 apiVersion: apiextensions.k8s.io/v1
@@ -190,3 +192,36 @@ def test_deployments_get_replicasets_and_pending_pods(
         time.sleep(0.5)
     assert pods, "the controller manager did not create the Deployment's pod"
     assert pods[0]["status"]["phase"] == "Pending"  # no nodes: pods are never scheduled
+
+
+def test_make_controlplane_prints_a_working_kubeconfig_and_stop_leaves_nothing_behind(
+    tmp_path: Path,
+) -> None:
+    env = dict(os.environ, LANEWAY_CONTROLPLANE_DIR=str(tmp_path / "plane"))
+    repo = Path(__file__).resolve().parents[2]
+
+    def make(target: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            ["make", "-s", "-C", str(repo), target],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=600,
+            check=False,
+        )
+
+    started = make("controlplane")
+    try:
+        assert started.returncode == 0, started.stderr
+        kubeconfig = started.stdout.strip().splitlines()[-1]
+        plane = ControlPlane.from_state(tmp_path / "plane")
+        assert plane is not None
+        assert kubeconfig == str(plane.kubeconfig)
+        namespaces = plane.kubectl("get", "namespaces", "-o", "name").stdout.split()
+        assert "namespace/kube-system" in namespaces
+        pids = list(plane.pids.values())
+        assert len(pids) == 3
+    finally:
+        stopped = make("controlplane-stop")
+    assert stopped.returncode == 0, stopped.stderr
+    assert not any(process_alive(pid) for pid in pids)  # exited (a zombie awaiting its reaper counts)

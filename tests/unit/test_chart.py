@@ -468,8 +468,11 @@ def test_names_fit_in_63_characters_for_the_longest_release_name(
             assert len(meta["name"]) <= 63, meta["name"]
         for value in meta.get("labels", {}).values():
             assert len(value) <= 63, value
-    services = [o["metadata"]["name"] for o in render(release=release) if o["kind"] == "Service"]
-    assert sorted(services) == [release[:54] + "-metrics", release[:54] + "-webhook"]
+    services = sorted(
+        o["metadata"]["name"] for o in render(release=release) if o["kind"] == "Service"
+    )
+    assert [name.rsplit("-", 1)[1] for name in services] == ["metrics", "webhook"]
+    assert all(name.startswith(release) and len(name) <= 63 for name in services), services
 
 
 def test_pdb_min_available_at_or_above_replicas_fails_with_the_fix(
@@ -481,34 +484,45 @@ def test_pdb_min_available_at_or_above_replicas_fails_with_the_fix(
     assert "pdb.minAvailable (2) must be lower than operator.replicas (2)" in proc.stderr
 
 
+# A bad value (as --set, or --set-json for typed values) -> the line helm prints about it.
 BAD_VALUES = [
-    ("operator.replicas=two", "/operator/replicas"),
-    ("operator.replicas=0", "/operator/replicas"),
-    ("operator.logLevel=LOUD", "/operator/logLevel"),
-    ("operator.replica=2", "operator"),
-    ("operator.watchNamespaces[0]=Team_A", "/operator/watchNamespaces/0"),
-    ("webhook.failurePolicy=Sometimes", "/webhook/failurePolicy"),
-    ("webhook.port=443", "/webhook/port"),
-    ("webhook.timeoutSeconds=60", "/webhook/timeoutSeconds"),
-    ("webhook.certManager.issuerRef.kind=Vault", "/webhook/certManager/issuerRef/kind"),
-    ("image.pullPolicy=Sometimes", "/image/pullPolicy"),
-    ("image.tag=1.0", "/image/tag"),
-    ("image.digest=latest", "/image/digest"),
-    ("metrics.serviceMonitor.interval=30", "/metrics/serviceMonitor/interval"),
-    ("grafana.dashbord.enabled=true", "grafana"),
-    ("pdb.minAvailable=0", "/pdb/minAvailable"),
+    ("operator.replicas=two", "at '/operator/replicas': got string, want integer"),
+    ("operator.replicas=0", "at '/operator/replicas': minimum: got 0, want 1"),
+    (
+        "operator.logLevel=LOUD",
+        "at '/operator/logLevel': value must be one of 'DEBUG', 'INFO', 'WARNING', 'ERROR'",
+    ),
+    ("operator.replica=2", "at '/operator': additional properties 'replica' not allowed"),
+    ("operator.watchNamespaces[0]=Team_A", "at '/operator/watchNamespaces/0': 'Team_A' does not"),
+    (
+        "webhook.failurePolicy=Sometimes",
+        "at '/webhook/failurePolicy': value must be one of 'Fail', 'Ignore'",
+    ),
+    ("webhook.port=443", "at '/webhook/port': minimum: got 443, want 1,024"),
+    ("webhook.timeoutSeconds=60", "at '/webhook/timeoutSeconds': maximum: got 60, want 30"),
+    (
+        "webhook.certManager.issuerRef.kind=Vault",
+        "at '/webhook/certManager/issuerRef/kind': value must be one of 'Issuer', 'ClusterIssuer'",
+    ),
+    ("image.pullPolicy=Sometimes", "at '/image/pullPolicy': value must be one of"),
+    ("json:image.tag=1.5", "at '/image/tag': got number, want string"),
+    ("image.digest=latest", "at '/image/digest': 'latest' does not match pattern"),
+    ("metrics.serviceMonitor.interval=30", "at '/metrics/serviceMonitor/interval': got number"),
+    ("grafana.dashbord.enabled=true", "at '/grafana': additional properties 'dashbord' not"),
+    ("pdb.minAvailable=0", "at '/pdb/minAvailable': minimum: got 0, want 1"),
 ]
 
 
-@pytest.mark.parametrize(("setting", "where"), BAD_VALUES)
-def test_values_schema_rejects_bad_values_and_names_the_field(
-    helm: Helm, setting: str, where: str
+@pytest.mark.parametrize(("setting", "message"), BAD_VALUES)
+def test_values_schema_rejects_bad_values_with_a_message_naming_the_field(
+    helm: Helm, setting: str, message: str
 ) -> None:
-    proc = helm(*template_args("defaults", setting))
+    flag, pair = ("--set-json", setting[5:]) if setting.startswith("json:") else ("--set", setting)
+    proc = helm(*template_args("defaults"), flag, pair)
 
     assert proc.returncode != 0, f"{setting} was accepted"
-    assert "values don't meet the specifications of the schema" in proc.stderr
-    assert where in proc.stderr, proc.stderr
+    assert "values don't meet the specifications of the schema(s)" in proc.stderr
+    assert message in proc.stderr, proc.stderr
 
 
 def test_values_yaml_and_the_schema_list_the_same_values_and_each_is_documented() -> None:

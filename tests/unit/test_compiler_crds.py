@@ -7,6 +7,8 @@ differs from the one the offline compiler applies.
 
 from __future__ import annotations
 
+import copy
+import functools
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -20,12 +22,15 @@ from router_sidecar import config
 CRDS = Path(__file__).resolve().parents[2] / "crds"
 
 
+@functools.cache
+def _crds() -> dict[str, dict[str, Any]]:
+    loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+    docs = [yaml.load(path.read_text(), Loader=loader) for path in sorted(CRDS.glob("*.yaml"))]
+    return {doc["spec"]["names"]["kind"]: doc for doc in docs}
+
+
 def _crd(kind: str) -> dict[str, Any]:
-    for path in sorted(CRDS.glob("*.yaml")):
-        doc = yaml.safe_load(path.read_text())
-        if doc["spec"]["names"]["kind"] == kind:
-            return doc
-    raise AssertionError(f"no CRD for {kind} in {CRDS}")
+    return copy.deepcopy(_crds()[kind])
 
 
 def _schema(kind: str) -> dict[str, Any]:

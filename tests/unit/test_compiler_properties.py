@@ -19,7 +19,7 @@ from hypothesis import strategies as st
 from laneway_operator.compiler import CompileError, compile_policy, render_config
 from router_sidecar.config import CAPABILITIES, ESCALATION_TRIGGERS, FALLBACK_TRIGGERS, parse_config
 
-SETTINGS = settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+SETTINGS = settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
 ROUTES = ["fast", "strong", "premium"]
 LANES = ["lane-a", "lane-b", "lane-c", "lane-d"]

@@ -14,7 +14,9 @@ from typing import Any
 
 PLAIN_MODEL = "bench-plain"
 STREAM_MODEL = "bench-stream"
-UPSTREAM_MODEL = "bench-model"
+# A model LiteLLM's price map knows: with an unknown one it runs zero-cost diagnostics over the
+# whole map on every request, and declaring prices in its config re-indexes the map per request.
+UPSTREAM_MODEL = "gpt-4o-mini"
 CHAT_PATH = "/v1/chat/completions"
 
 ANSWER_TEXT = (

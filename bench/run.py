@@ -396,6 +396,9 @@ def main(argv: list[str] | None = None) -> int:
             bench.warm_up()
             bench.run_rounds(deadline=time.monotonic() + plan.budget_s)
             bench.record_memory()
+    except KeyboardInterrupt:
+        log.error("interrupted; configs and logs are in %s", work)
+        return 130
     except BaseException:
         log.error("stopping early; configs and logs are in %s", work)
         raise

@@ -12,10 +12,9 @@ import logging
 import sys
 from pathlib import Path
 
+from laneway.errors import BadInput
 from laneway_operator.compiler import render_config
 from laneway_operator.manifests import compile_files
-
-from laneway.errors import BadInput
 
 log = logging.getLogger(__name__)
 

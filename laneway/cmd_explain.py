@@ -13,9 +13,8 @@ import json
 import sys
 from typing import Any
 
-from laneway_operator.manifests import compile_files
-
 from laneway.errors import BadInput
+from laneway_operator.manifests import compile_files
 from router_sidecar.config import parse_config
 from router_sidecar.decision import AUTO, decide
 from router_sidecar.explain import explain

@@ -25,6 +25,7 @@ import random
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any, Protocol, TypeVar
 
 import aiohttp
@@ -60,9 +61,13 @@ _SESSION_LIMIT_PER_HOST = 256
 
 
 class LaneFailed(Exception):
-    def __init__(self, failure: errors.UpstreamFailure) -> None:
+    """A call to a lane failed; `result` is the answer anyway, for a refusal (which is served
+    if no later lane does better)."""
+
+    def __init__(self, failure: errors.UpstreamFailure, result: Any = None) -> None:
         super().__init__(failure.message)
         self.failure = failure
+        self.result = result
 
 
 @dataclass
@@ -87,7 +92,9 @@ class Run:
     def attempt(self, attempt: LaneAttempt) -> None:
         self.record.attempts.append(attempt)
 
-    def account(self, lane: Lane, usage: Usage, output_chars: int, metrics: Metrics) -> None:
+    def account(
+        self, lane: Lane, route: str, usage: Usage, output_chars: int, metrics: Metrics
+    ) -> None:
         """Add one answered call's tokens and cost (estimated when the provider sent no usage)."""
         estimated = usage.input_tokens is None or usage.output_tokens is None
         read = usage.input_tokens if usage.input_tokens is not None else self.signals.prompt_tokens
@@ -102,7 +109,7 @@ class Run:
         rec.cost_estimated = rec.cost_estimated or estimated
         metrics.tokens.labels(lane.name, "input").inc(read)
         metrics.tokens.labels(lane.name, "output").inc(written)
-        metrics.cost.labels(self.config.policy_name, self.route, lane.name).inc(cost)
+        metrics.cost.labels(self.config.policy_name, route, lane.name).inc(cost)
 
 
 @dataclass
@@ -200,14 +207,13 @@ class Engine:
         best: LaneAnswer | None = None
         while True:
             try:
-                got = await self._try_lanes(run, route, lanes, self._call_answer_for(run))
+                got = await self._try_lanes(run, route, lanes, partial(self._call_answer, run))
             except errors.RouterError:
                 if best is None:
                     raise
                 run.notes.append(f"escalation to {route} failed, kept the {run.route} answer")
                 return best
             run.route, run.lane = route, got.lane.name
-            run.account(got.lane, got.usage, answer_chars(got.answer), self.metrics)
             best = got
             target = self._escalate(run, route, got)
             if target is None:
@@ -242,12 +248,6 @@ class Engine:
         self.metrics.escalations.labels(route, target, trigger).inc()
         return target
 
-    def _call_answer_for(self, run: Run) -> Call[LaneAnswer]:
-        async def call(lane: Lane) -> LaneAnswer:
-            return await self._call_answer(run, lane)
-
-        return call
-
     async def _call_answer(self, run: Run, lane: Lane) -> LaneAnswer:
         adapter = adapter_for(lane.provider.type)
         req = adapter.build_request(lane, run.body, self._api_key(lane), stream=False)
@@ -271,15 +271,17 @@ class Engine:
             answer, usage = adapter.parse_answer(data)
         except ValueError as exc:
             raise LaneFailed(errors.malformed_response(str(exc))) from exc
+        got = LaneAnswer(lane, answer, usage, ms, raw if adapter.type == "openai" else None)
         if self._refusal_falls_back(run, answer):
-            raise LaneFailed(errors.refused("the lane refused low-risk work"))
-        return LaneAnswer(lane, answer, usage, ms, raw if adapter.type == "openai" else None)
+            raise LaneFailed(errors.refused("the lane refused low-risk work"), got)
+        return got
 
     def _refusal_falls_back(self, run: Run, answer: Mapping[str, Any]) -> bool:
         if errors.REFUSAL not in run.config.fallback.triggers:
             return False
-        risk = run.signals.risk
-        if risk is not None and risk not in run.config.escalation.low_risk_levels:
+        risk = run.signals.risk  # hints arrive lower-cased
+        low = run.config.escalation.low_risk_levels
+        if risk is not None and risk not in low and risk not in {r.lower() for r in low}:
             return False
         choices = answer.get("choices") or [{}]
         message = choices[0].get("message") if isinstance(choices[0], Mapping) else None
@@ -297,9 +299,7 @@ class Engine:
         route = run.decision.route
         self._note_skipped(run, route, run.decision.skipped)
 
-        async def call(lane: Lane) -> OpenStream:
-            return await self._open_stream(run, lane)
-
+        call = partial(self._open_stream, run)
         opened = await self._try_lanes(run, route, run.decision.lanes, call)
         run.route, run.lane = route, opened.lane.name
         clean = False
@@ -315,23 +315,30 @@ class Engine:
             ).observe(elapsed)
             await opened.close(clean)
             tr = opened.translator
-            run.account(opened.lane, tr.usage, tr.output_chars, self.metrics)
+            run.account(opened.lane, route, tr.usage, tr.output_chars, self.metrics)
 
     async def _pump(self, run: Run, opened: OpenStream, sink: StreamSink) -> bool:
         """Copy the rest of the stream to the client; True if it ended cleanly."""
         tr = opened.translator
-        problem = None
-        try:
-            async for event, data in opened.events:
-                for frame in tr.feed(event, data):
-                    await sink.write(frame)
-                if tr.done:
-                    return True
-            problem = "the provider ended the stream early"
-        except StreamError as exc:
-            problem = f"the provider failed mid-stream: {exc}"
-        except (aiohttp.ClientPayloadError, aiohttp.ServerDisconnectedError, TimeoutError) as exc:
-            problem = f"the provider connection broke mid-stream ({type(exc).__name__})"
+        while True:
+            # Upstream failures end the stream with an error event; a failed write to the client
+            # (it went away) propagates and cancels the upstream call.
+            try:
+                event, data = await anext(opened.events)
+                frames = tr.feed(event, data)
+            except StopAsyncIteration:
+                problem = "the provider ended the stream early"
+                break
+            except StreamError as exc:
+                problem = f"the provider failed mid-stream: {exc}"
+                break
+            except (aiohttp.ClientError, TimeoutError) as exc:
+                problem = f"the provider connection broke mid-stream ({type(exc).__name__})"
+                break
+            for frame in frames:
+                await sink.write(frame)
+            if tr.done:
+                return True
         run.record.error = problem
         await sink.write(
             b"data: "
@@ -400,6 +407,7 @@ class Engine:
             raise _no_lane(run, route)
         triggers = run.config.fallback.triggers
         previous: tuple[str, str] | None = None
+        refused: T | None = None
         min_context = 0
         for name in lanes:
             lane = run.config.lanes[name]
@@ -413,8 +421,12 @@ class Engine:
                 run.record.fallbacks += 1
                 self.metrics.fallbacks.labels(previous[0], name, previous[1]).inc()
             result, failure = await self._call_with_retries(run, route, lane, call)
+            if isinstance(result, LaneAnswer):
+                run.account(lane, route, result.usage, answer_chars(result.answer), self.metrics)
             if failure is None:
                 return result  # type: ignore[return-value]
+            if refused is None:
+                refused = result  # a refusal: served if no later lane answers
             if failure.trigger is None:
                 raise errors.upstream_rejected(name, failure)
             if failure.trigger not in triggers:
@@ -422,18 +434,21 @@ class Engine:
             if failure.trigger == errors.CONTEXT_OVERFLOW:
                 min_context = max(min_context, lane.context_window)
             previous = (name, failure.trigger)
+        if refused is not None:
+            return refused
         raise errors.all_lanes_failed(route, _outcomes(run, route))
 
     async def _call_with_retries(
         self, run: Run, route: str, lane: Lane, call: Call[T]
     ) -> tuple[T | None, errors.UpstreamFailure | None]:
+        """(result, None) on success, else (the refused answer or None, the failure)."""
         retries = 0
         while True:
             started = time.monotonic()
             try:
                 result = await call(lane)
             except LaneFailed as exc:
-                failure = exc.failure
+                failure, refused = exc.failure, exc.result
             except asyncio.CancelledError:
                 self.guards.release(lane.name)
                 raise
@@ -455,7 +470,7 @@ class Engine:
             self._note_failure(run.config, lane, failure)
             delay = self._retry_delay(run, lane, failure, retries)
             if delay is None:
-                return None, failure
+                return refused, failure
             retries += 1
             self.metrics.retries.labels(lane.name).inc()
             await asyncio.sleep(delay)

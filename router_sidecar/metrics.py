@@ -35,7 +35,15 @@ class Metrics:
     """Every metric the sidecar exposes."""
 
     def __init__(self) -> None:
-        self.registry = reg = CollectorRegistry(auto_describe=True)
+        self.registry = CollectorRegistry(auto_describe=True)
+        self._traffic(self.registry)
+        self._routing(self.registry)
+        self._state(self.registry)
+        self._version: str | None = None
+        self._lanes: set[str] = set()
+        self.lane_states: Callable[[], Mapping[str, str]] | None = None
+
+    def _traffic(self, reg: CollectorRegistry) -> None:
         self.requests = Counter(
             "laneway_requests",
             "Chat completion requests, by the route and lane that finally served them.",
@@ -74,6 +82,8 @@ class Metrics:
             ["policy", "route", "lane"],
             registry=reg,
         )
+
+    def _routing(self, reg: CollectorRegistry) -> None:
         self.escalations = Counter(
             "laneway_escalations",
             "Finished answers moved to the next route, and why.",
@@ -98,6 +108,20 @@ class Metrics:
             ["lane"],
             registry=reg,
         )
+        self.decisions = Counter(
+            "laneway_decisions",
+            "Routing decisions; in observe mode, the route and rule enforce would have chosen.",
+            ["policy", "rule", "route", "mode"],
+            registry=reg,
+        )
+        self.feedback = Counter(
+            "laneway_feedback",
+            "Feedback on served answers (accepted, corrected).",
+            ["outcome"],
+            registry=reg,
+        )
+
+    def _state(self, reg: CollectorRegistry) -> None:
         self.lane_state = Gauge(
             "laneway_lane_state",
             "Each lane's circuit state in this sidecar: 1 for the current state, else 0.",
@@ -120,21 +144,6 @@ class Metrics:
             "1 while the newest config seen was rejected and an older one is served.",
             registry=reg,
         )
-        self.feedback = Counter(
-            "laneway_feedback",
-            "Feedback on served answers (accepted, corrected).",
-            ["outcome"],
-            registry=reg,
-        )
-        self.decisions = Counter(
-            "laneway_decisions",
-            "Routing decisions; in observe mode, the route and rule enforce would have chosen.",
-            ["policy", "rule", "route", "mode"],
-            registry=reg,
-        )
-        self._version: str | None = None
-        self._lanes: set[str] = set()
-        self.lane_states: Callable[[], Mapping[str, str]] | None = None
 
     def set_config(self, version: str, lane_states: Mapping[str, str]) -> None:
         """Show the loaded version and every lane's current state."""

@@ -102,7 +102,7 @@ async def run_lane_probes(
     **_: Any,
 ) -> None:
     rt: Runtime = memo.runtime
-    health = LaneHealth(phase=(body.get("status") or {}).get("phase") or "Unknown")
+    health = resume_health(body.get("status") or {})
     rt.metrics.set_lane_phase(namespace, name, health.phase)
     while not stopped:
         spec = copy.deepcopy(dict(body.get("spec") or {}))
@@ -117,6 +117,18 @@ async def run_lane_probes(
                         namespace, name, describe_error(exc), settings.interval_s)
         health = after
         await stopped.wait(settings.interval_s)
+
+
+def resume_health(status: Mapping[str, Any]) -> LaneHealth:
+    """Where a lane's phase machine stands after an operator restart, from its status.
+
+    A hold-down in progress starts again: restoring traffic later is the safe side.
+    """
+    return LaneHealth(
+        phase=status.get("phase") or "Unknown",
+        successes=int(status.get("consecutiveSuccesses") or 0),
+        failures=int(status.get("consecutiveFailures") or 0),
+    )
 
 
 async def _probe_once(
@@ -153,7 +165,7 @@ async def _record(
     previous = body.get("status") or {}
     status = lane_status(previous, phase=after.phase, reason=reason, message=message,
                          last_probe=result.as_status(now), generation=meta.get("generation"),
-                         now=now)
+                         now=now, runs=(after.successes, after.failures))
     if differs(previous, status):
         await rt.kube.merge_patch(crd_path(LANES, namespace, name, "status"), {"status": status})
     if after.phase == before.phase:

@@ -66,6 +66,23 @@ def secrets_of(lanes: Iterable[Mapping[str, Any]]) -> dict[str, list[str]]:
     return {name: sorted(keys) for name, keys in sorted(found.items())}
 
 
+def selector_matches(selector: Mapping[str, Any] | None, labels: Mapping[str, str]) -> bool:
+    """Whether `labels` satisfy a Kubernetes label selector (matchLabels and matchExpressions)."""
+    selector = selector or {}
+    if any(labels.get(k) != v for k, v in (selector.get("matchLabels") or {}).items()):
+        return False
+    for expr in selector.get("matchExpressions") or []:
+        key, op, values = expr.get("key"), expr.get("operator"), expr.get("values") or []
+        present = key in labels
+        if op == "In" and not (present and labels[key] in values):
+            return False
+        if op == "NotIn" and present and labels[key] in values:
+            return False
+        if (op == "Exists" and not present) or (op == "DoesNotExist" and present):
+            return False
+    return True
+
+
 def is_injected(pod: Mapping[str, Any]) -> bool:
     """Whether the Pod already has the sidecar (by annotation or by container name)."""
     annotations = (pod.get("metadata") or {}).get("annotations") or {}

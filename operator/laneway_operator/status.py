@@ -205,8 +205,12 @@ def lane_status(
     last_probe: Mapping[str, Any] | None,
     generation: int | None,
     now: str,
+    runs: tuple[int, int] = (0, 0),
 ) -> dict[str, Any]:
-    """A ModelLane's status for `phase`; `reason`/`message` explain it on both conditions."""
+    """A ModelLane's status for `phase`; `reason`/`message` explain it on both conditions.
+
+    `runs` is (consecutive successes, consecutive failures) of the probes so far.
+    """
     ready, healthy = _LANE_CONDITIONS[phase]
     conditions = with_conditions(
         previous.get("conditions"),
@@ -217,6 +221,8 @@ def lane_status(
     status: dict[str, Any] = {
         "observedGeneration": generation,
         "phase": phase,
+        "consecutiveSuccesses": runs[0],
+        "consecutiveFailures": runs[1],
         "conditions": conditions,
     }
     if last_probe is not None:

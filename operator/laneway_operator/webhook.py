@@ -12,8 +12,9 @@ Decisions:
   fix it. An app whose sidecar cannot route would fail on every request, so it is safer not to
   start it (a ReplicaSet retries, and succeeds once the policy exists);
 - the policy cannot be read (API trouble): denied, the API server retries the create;
-- otherwise: allowed with the JSONPatch from `injection.build_patch`, plus a warning when the
-  policy does not compile yet (the pod then waits for its ConfigMap).
+- otherwise: allowed with the JSONPatch from `injection.build_patch`, plus warnings when the
+  policy does not compile yet (the pod then waits for its ConfigMap) or when the pod's labels do
+  not match the policy's `spec.selector`.
 """
 
 from __future__ import annotations
@@ -31,7 +32,13 @@ from typing import Any
 from aiohttp import web
 
 from laneway_operator.compiler import referenced_lanes
-from laneway_operator.injection import SidecarOptions, build_patch, is_injected, secrets_of
+from laneway_operator.injection import (
+    SidecarOptions,
+    build_patch,
+    is_injected,
+    secrets_of,
+    selector_matches,
+)
 from laneway_operator.kube import ApiException, Kube, crd_path, describe_error
 from laneway_operator.metrics import OperatorMetrics
 from laneway_operator.names import LANES, POLICIES, POLICY_LABEL
@@ -95,7 +102,7 @@ class InjectionWebhook:
         lanes = await self._lanes(namespace, referenced_lanes(policy))
         patch = build_patch(pod, namespace=namespace, policy=policy_name,
                             secrets=secrets_of(lanes), options=self.options)
-        return patch, _warnings(policy)
+        return patch, _warnings(policy, labels)
 
     async def _policy(self, namespace: str, name: str) -> Mapping[str, Any]:
         try:
@@ -120,13 +127,19 @@ class InjectionWebhook:
         return [lane for lane in lanes if (lane.get("metadata") or {}).get("name") in wanted]
 
 
-def _warnings(policy: Mapping[str, Any]) -> list[str]:
+def _warnings(policy: Mapping[str, Any], labels: Mapping[str, str]) -> list[str]:
+    """Things the pod's author should know; they do not stop the pod."""
+    name = policy["metadata"]["name"]
+    warnings = []
     compiled = find_condition((policy.get("status") or {}).get("conditions"), "Compiled")
     if compiled is not None and compiled.get("status") == "False":
-        name = policy["metadata"]["name"]
-        return [f"RoutingPolicy {name} does not compile ({compiled.get('reason')}); the sidecar "
-                "starts once its ConfigMap exists"]
-    return []
+        warnings.append(f"RoutingPolicy {name} does not compile ({compiled.get('reason')}); the "
+                        "sidecar starts once its ConfigMap exists")
+    if not selector_matches((policy.get("spec") or {}).get("selector"), labels):
+        warnings.append(f"the pod's labels do not match spec.selector of RoutingPolicy {name}; "
+                        "the sidecar is injected because of the label "
+                        f"{POLICY_LABEL}={name}")
+    return warnings
 
 
 def build_app(webhook: InjectionWebhook) -> web.Application:

@@ -231,6 +231,24 @@ def test_deleting_a_lane_marks_the_policies_that_use_it(
                          "Compiled")["status"] == "True"
 
 
+def test_deleting_a_policy_deletes_its_configmap_and_access_through_owner_references(
+    controlplane: ControlPlane, namespace: str, operators: list[OperatorProcess], tmp_path: Path
+) -> None:
+    with SimulatedProvider(model="a") as a:
+        apply(controlplane, secret(namespace), lane(namespace, "a", a.url),
+              policy(namespace, "bot", {"fast": ["a"]}))
+        operators.append(start_operator(controlplane, tmp_path, namespace))
+        wait_for(lambda: get(controlplane, "rolebinding", "laneway-config-bot", namespace),
+                 timeout=20, what="the policy's objects")
+
+        controlplane.kubectl("delete", "routingpolicy", "bot", "-n", namespace, "--timeout=20s")
+
+        for kind, name in [("configmap", "laneway-bot"), ("role", "laneway-config-bot"),
+                           ("rolebinding", "laneway-config-bot")]:
+            wait_for(lambda k=kind, n=name: get(controlplane, k, n, namespace) is None,
+                     timeout=30, what=f"{kind} {name} garbage-collected")
+
+
 def test_restarting_the_operator_changes_nothing_that_was_right(
     controlplane: ControlPlane, namespace: str, operators: list[OperatorProcess], tmp_path: Path
 ) -> None:

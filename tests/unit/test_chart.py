@@ -226,8 +226,9 @@ def test_defaults_render_the_operator_deployment_of_the_contract(
     assert env["LANEWAY_NAMESPACE"]["valueFrom"]["fieldRef"]["fieldPath"] == "metadata.namespace"
     assert env["POD_NAME"]["valueFrom"]["fieldRef"]["fieldPath"] == "metadata.name"
     assert env["LANEWAY_PEERING_NAME"]["value"] == "laneway"
-    for probe in ("livenessProbe", "readinessProbe", "startupProbe"):
+    for probe in ("livenessProbe", "startupProbe"):
         assert container[probe]["httpGet"] == {"path": "/healthz", "port": "metrics"}
+    assert container["readinessProbe"]["httpGet"] == {"path": "/readyz", "port": "metrics"}
     ports = {p["name"]: p["containerPort"] for p in container["ports"]}
     assert ports == {"metrics": 8080, "webhook": 9443}
 
@@ -296,6 +297,31 @@ def test_disabled_webhook_leaves_out_the_webhook_and_its_arguments(
     assert not {"MutatingWebhookConfiguration", "Secret"} & kinds(objects)
     assert not [a for a in container["args"] if a.startswith("--webhook")]
     assert [v["name"] for v in container["volumeMounts"]] == ["tmp"]
+
+
+@pytest.mark.parametrize(
+    ("sets", "expected"),
+    [
+        ((), ["routing.laneway.dev/policy: support-bot", "in every namespace"]),
+        (
+            ("webhook.enabled=false", "operator.watchNamespaces={team-a,team-b}"),
+            ["The webhook is disabled", "in: team-a, team-b"],
+        ),
+    ],
+)
+def test_notes_tell_the_user_what_to_run_next(
+    helm: Helm, sets: tuple[str, ...], expected: list[str]
+) -> None:
+    set_args = [arg for pair in sets for arg in ("--set", pair)]
+    proc = helm("install", "laneway", str(CHART), "-n", NAMESPACE, "--dry-run=client", *set_args)
+    assert proc.returncode == 0, proc.stderr
+    notes = proc.stdout.split("NOTES:", 1)[1]
+
+    assert f"kubectl -n {NAMESPACE} rollout status deployment/laneway" in notes
+    assert "kubectl apply -f examples/" in notes
+    assert "kubectl get lane,rpol -A" in notes
+    for text in expected:
+        assert text in notes
 
 
 # -- webhook -----------------------------------------------------------------------------------

@@ -245,3 +245,15 @@ async def test_refusal_of_low_risk_work_falls_back_but_a_high_risk_refusal_is_se
         )
         assert headers["x-laneway-lane"] == "a"
         assert body["choices"][0]["message"]["content"].startswith("I'm sorry")
+
+
+async def test_when_every_lane_refuses_the_first_refusal_is_served_not_an_error() -> None:
+    async with running(TWO, _two_lanes(triggers=[*ALL_TRIGGERS, "refusal"])) as (sidecar, sims):
+        sims["a"].set_mode("refuse")
+        sims["b"].set_mode("refuse")
+        status, headers, body = await sidecar.chat("Summarise this ticket")
+        assert status == 200
+        assert (headers["x-laneway-lane"], headers["x-laneway-fallbacks"]) == ("a", "1")
+        assert body["choices"][0]["message"]["content"].startswith("I'm sorry")
+        # Both answers were paid for.
+        assert await sidecar.metric("laneway_cost_usd_total", lane="b") > 0

@@ -13,6 +13,7 @@ from laneway_operator.injection import (
     is_injected,
     secret_volume_name,
     secrets_of,
+    selector_matches,
 )
 
 OPTIONS = SidecarOptions(image="registry.example/laneway:1.2.3")
@@ -153,3 +154,19 @@ def test_secret_volume_names_are_valid_dns_labels_for_long_secret_names():
     assert len(name) <= 63
     assert name == secret_volume_name("x" * 253)
     assert name != secret_volume_name("y" * 253)
+
+
+def test_label_selectors_match_as_kubernetes_defines_them():
+    labels = {"app": "bot", "tier": "web"}
+
+    assert selector_matches({"matchLabels": {"app": "bot"}}, labels)
+    assert not selector_matches({"matchLabels": {"app": "other"}}, labels)
+    assert selector_matches({"matchExpressions": [
+        {"key": "tier", "operator": "In", "values": ["web", "api"]},
+        {"key": "canary", "operator": "DoesNotExist"},
+        {"key": "app", "operator": "Exists"},
+        {"key": "tier", "operator": "NotIn", "values": ["batch"]},
+    ]}, labels)
+    assert not selector_matches(
+        {"matchExpressions": [{"key": "tier", "operator": "NotIn", "values": ["web"]}]}, labels)
+    assert selector_matches({}, labels)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from laneway_operator.reconcile import route_shifts
 from laneway_operator.status import (
     compiled_policy_status,
     differs,
@@ -133,3 +134,41 @@ def test_rewriting_the_same_observation_changes_nothing():
     assert not differs(first, again)
     assert differs(first, compiled_policy_status(first, doc=doc(a="Down"),
                                                  config_map="laneway-p", generation=1, now=T1))
+
+
+def routes(active: str | None, *phases: tuple[str, str]) -> list[dict[str, Any]]:
+    return [{"name": "fast", "activeLane": active,
+             "lanes": [{"name": n, "phase": p} for n, p in phases]}]
+
+
+def test_a_route_moving_to_its_backup_is_reported_with_the_lane_that_is_down():
+    before = routes("a", ("a", "Healthy"), ("b", "Healthy"))
+    after = routes("b", ("a", "Down"), ("b", "Healthy"))
+
+    assert route_shifts(before, after) == [
+        ("RouteShifted", "fast", "route fast: moved from a to b (a Down)")]
+
+
+def test_a_route_back_on_its_primary_is_a_restore_and_no_lane_at_all_is_unavailable():
+    down = routes("b", ("a", "Down"), ("b", "Healthy"))
+
+    assert route_shifts(down, routes("a", ("a", "Healthy"), ("b", "Healthy")))[0][0] == (
+        "RouteRestored")
+    assert route_shifts(down, routes(None, ("a", "Down"), ("b", "Down")))[0][0] == (
+        "RouteUnavailable")
+
+
+def test_nothing_moved_when_the_policy_is_new_or_its_routes_keep_their_lanes():
+    same = routes("a", ("a", "Healthy"))
+
+    assert route_shifts(None, same) == []
+    assert route_shifts(same, routes("a", ("a", "Degraded"))) == []
+
+
+def test_lane_status_records_the_runs_that_drive_the_thresholds():
+    status = lane_status({}, phase="Degraded", reason="ProbeFailing", message="m",
+                         last_probe={"time": T0, "result": "Timeout", "message": "slow"},
+                         generation=1, now=T0, runs=(0, 2))
+
+    assert (status["consecutiveSuccesses"], status["consecutiveFailures"]) == (0, 2)
+    assert status["lastProbe"]["result"] == "Timeout"

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from bench.payloads import request_body
-from bench.procs import Placement, pinned, set_priority
+from bench.procs import Placement, ensure_installed, pinned, set_priority
 
 RESULT_MARK = "BENCH_RESULT"
 MAX_ERROR_SHARE = 0.01
@@ -103,7 +103,14 @@ def run_wrk(
     script = work / ("wrk-stream.lua" if stream else "wrk-plain.lua")
     if not script.exists():
         script.write_text(lua_script(stream=stream))
-    argv = ["wrk", "-t1", f"-c{connections}", f"-d{max(1, round(seconds))}s", "--timeout", "10s"]
+    argv = [
+        ensure_installed("wrk", "wrk"),
+        "-t1",
+        f"-c{connections}",
+        f"-d{max(1, round(seconds))}s",
+        "--timeout",
+        "10s",
+    ]
     argv += ["-s", str(script), url]
     with subprocess.Popen(
         pinned(argv, place.cpu),

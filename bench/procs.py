@@ -3,7 +3,8 @@
 `bench.servers` starts every upstream and proxy through `start`; `bench.run` stops them all in a
 `finally` block. Each process gets its own session, so stopping one also reaches the workers it
 forked (nginx's worker, uvicorn's) and nothing else on the machine. Memory and CPU time are read
-from /proc for the process and its descendants.
+from /proc for the process and its descendants. `ensure_installed` brings in the Debian
+packages (nginx, wrk) the benchmark needs when they are missing.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -59,6 +61,23 @@ class Proc:
         except OSError:
             return ""
         return "\n".join(text.splitlines()[-lines:])
+
+
+def ensure_installed(binary: str, package: str) -> str:
+    """The path of `binary`, installing Debian's `package` first if it is missing."""
+    found = shutil.which(binary) or shutil.which(binary, path="/usr/sbin:/usr/bin")
+    if found:
+        return found
+    log.info("%s is missing; installing the Debian package %s", binary, package)
+    install = ["apt-get", "install", "-y", "-q", package]
+    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+    if subprocess.run(install, env=env, capture_output=True, check=False).returncode != 0:
+        subprocess.run(["apt-get", "update", "-q"], env=env, capture_output=True, check=True)
+        subprocess.run(install, env=env, capture_output=True, check=True)
+    found = shutil.which(binary) or shutil.which(binary, path="/usr/sbin:/usr/bin")
+    if not found:
+        raise StartError(f"installed {package} but cannot find {binary}")
+    return found
 
 
 def free_port() -> int:

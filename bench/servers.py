@@ -17,14 +17,20 @@ from __future__ import annotations
 import json
 import logging
 import os
-import shutil
 import subprocess
 import sys
 from dataclasses import dataclass
 from pathlib import Path
 
 from bench import payloads
-from bench.procs import Placement, Proc, StartError, free_port, start, wait_for_port
+from bench.procs import (
+    Placement,
+    Proc,
+    ensure_installed,
+    free_port,
+    start,
+    wait_for_port,
+)
 
 log = logging.getLogger(__name__)
 
@@ -66,23 +72,6 @@ class Target:
 
 # ---------------------------------------------------------------------------------------------
 # nginx: the static upstream and the reverse proxy.
-
-
-def ensure_installed(binary: str, package: str) -> str:
-    """The path of `binary`, installing Debian's `package` first if it is missing."""
-    found = shutil.which(binary) or shutil.which(binary, path="/usr/sbin:/usr/bin")
-    if found:
-        return found
-    log.info("%s is missing; installing the Debian package %s", binary, package)
-    install = ["apt-get", "install", "-y", "-q", package]
-    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
-    if subprocess.run(install, env=env, capture_output=True, check=False).returncode != 0:
-        subprocess.run(["apt-get", "update", "-q"], env=env, capture_output=True, check=True)
-        subprocess.run(install, env=env, capture_output=True, check=True)
-    found = shutil.which(binary) or shutil.which(binary, path="/usr/sbin:/usr/bin")
-    if not found:
-        raise StartError(f"installed {package} but cannot find {binary}")
-    return found
 
 
 def _nginx_quote(text: str) -> str:

@@ -25,7 +25,7 @@ import random
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
-from functools import partial
+from functools import lru_cache, partial
 from typing import Any, Protocol, TypeVar
 
 import aiohttp
@@ -251,9 +251,7 @@ class Engine:
     async def _call_answer(self, run: Run, lane: Lane) -> LaneAnswer:
         adapter = adapter_for(lane.provider.type)
         req = adapter.build_request(lane, run.body, self._api_key(lane), stream=False)
-        timeout = aiohttp.ClientTimeout(
-            total=lane.total_ms / 1000, sock_connect=lane.connect_ms / 1000
-        )
+        timeout = _timeout(lane.total_ms, lane.connect_ms)
         started = time.monotonic()
         try:
             async with self._session(lane.provider.base_url).post(
@@ -354,9 +352,7 @@ class Engine:
     async def _open_stream(self, run: Run, lane: Lane) -> OpenStream:
         adapter = adapter_for(lane.provider.type)
         req = adapter.build_request(lane, run.body, self._api_key(lane), stream=True)
-        timeout = aiohttp.ClientTimeout(
-            total=lane.total_ms / 1000, sock_connect=lane.connect_ms / 1000
-        )
+        timeout = _timeout(lane.total_ms, lane.connect_ms)
         sent_at = time.monotonic()
         session = self._session(lane.provider.base_url)
         try:
@@ -565,6 +561,12 @@ def _no_lane(run: Run, route: str) -> errors.RouterError:
         f"No lane of route {route!r} can serve this request: {listed}.",
         code="no_capable_lane",
     )
+
+
+@lru_cache(maxsize=256)
+def _timeout(total_ms: int, connect_ms: int) -> aiohttp.ClientTimeout:
+    """The lane's connect and total timeouts; cached, since lanes share a handful of values."""
+    return aiohttp.ClientTimeout(total=total_ms / 1000, sock_connect=connect_ms / 1000)
 
 
 def _json_or_none(raw: bytes) -> Any:

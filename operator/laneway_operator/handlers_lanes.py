@@ -102,7 +102,9 @@ async def run_lane_probes(
     **_: Any,
 ) -> None:
     rt: Runtime = memo.runtime
-    health = resume_health(body.get("status") or {})
+    # Only this loop writes the lane's status, so what it wrote last is the freshest copy.
+    written: dict[str, Any] = dict(body.get("status") or {})
+    health = resume_health(written)
     rt.metrics.set_lane_phase(namespace, name, health.phase)
     while not stopped:
         spec = copy.deepcopy(dict(body.get("spec") or {}))
@@ -111,7 +113,7 @@ async def run_lane_probes(
         after = advance(health, result.ok, now=time.monotonic(), settings=settings,
                         hold_down_s=rt.tuning.hold_down_s)
         try:
-            await _record(rt, body, health, after, result, settings)
+            written = await _record(rt, body, written, (health, after), result, settings)
         except ApiException as exc:
             log.warning("[%s/%s] cannot write lane status: %s; next probe in %gs",
                         namespace, name, describe_error(exc), settings.interval_s)
@@ -151,27 +153,28 @@ async def _probe_once(
 async def _record(
     rt: Runtime,
     body: kopf.Body,
-    before: LaneHealth,
-    after: LaneHealth,
+    previous: Mapping[str, Any],
+    change: tuple[LaneHealth, LaneHealth],
     result: ProbeResult,
     settings: ProbeSettings,
-) -> None:
-    """Write the lane's status; on a phase change also a log line, an Event and the metric."""
+) -> dict[str, Any]:
+    """Write the lane's status and return it; when the phase changed (`change` is before and
+    after) also a log line, an Event and the metric."""
+    before, after = change
     meta = body.get("metadata") or {}
     namespace, name = meta["namespace"], meta["name"]
     reason, message = describe(after, result, settings=settings,
                                hold_down_s=rt.tuning.hold_down_s, now=time.monotonic())
     now = utc_now()
-    previous = body.get("status") or {}
     status = lane_status(previous, phase=after.phase, reason=reason, message=message,
                          last_probe=result.as_status(now), generation=meta.get("generation"),
                          now=now, runs=(after.successes, after.failures))
     if differs(previous, status):
         await rt.kube.merge_patch(crd_path(LANES, namespace, name, "status"), {"status": status})
-    if after.phase == before.phase:
-        return
-    rt.metrics.set_lane_phase(namespace, name, after.phase)
-    _announce(dict(body), before.phase, after.phase, message)
+    if after.phase != before.phase:
+        rt.metrics.set_lane_phase(namespace, name, after.phase)
+        _announce(dict(body), before.phase, after.phase, message)
+    return status
 
 
 def _announce(body: Mapping[str, Any], old: str, new: str, message: str) -> None:

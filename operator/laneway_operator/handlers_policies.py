@@ -85,6 +85,8 @@ async def run_policy(
     key = (namespace, name)
     wake = rt.triggers.register(key)
     delay, failures = rt.tuning.resync_s, 0
+    # Only this loop writes the policy's status, so what it wrote last is the freshest copy.
+    written: dict[str, Any] | None = None
     try:
         while True:
             await _sleep_until(wake, stopped, delay)
@@ -96,8 +98,9 @@ async def run_policy(
                 lane["metadata"]["name"]: lane for lane in lanes_by_namespace.get(namespace, [])
             }
             accounts = sorted(set(sidecar_accounts.get(key, [])))
+            previous = written if written is not None else (policy.get("status") or {})
             try:
-                await reconcile_policy(rt, policy, lanes, accounts)
+                written = await reconcile_policy(rt, policy, lanes, accounts, previous)
             except ApiException as exc:
                 failures += 1
                 delay = min(MAX_RETRY_DELAY_S, 2.0**failures)

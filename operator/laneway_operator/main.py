@@ -34,7 +34,7 @@ from laneway_operator import handlers_lanes, handlers_policies  # noqa: F401  (r
 from laneway_operator.api_keys import ApiKeys
 from laneway_operator.kube import ApiException, Kube, describe_error, group_path
 from laneway_operator.metrics import OperatorMetrics, serve_metrics
-from laneway_operator.names import FINALIZER, GROUP, PEERING_NAME
+from laneway_operator.names import FINALIZER, GROUP, PEERING_NAME, POLICY_LABEL
 from laneway_operator.runtime import Runtime, Tuning
 from laneway_operator.webhook import (
     InjectionWebhook,
@@ -87,6 +87,8 @@ def build_settings(*, peering: bool, peering_name: str) -> kopf.OperatorSettings
     settings.peering.standalone = not peering
     settings.peering.lifetime = PEERING_LIFETIME_S
     settings.peering.stealth = True
+    # Only labelled pods matter (the RoleBinding subjects): let the API server filter them.
+    settings.watching.label_selectors["", "v1", "pods"] = POLICY_LABEL
     settings.watching.server_timeout = 300
     settings.watching.client_timeout = 330
     settings.process.ultimate_exiting_timeout = 60

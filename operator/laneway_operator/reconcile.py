@@ -47,18 +47,21 @@ async def reconcile_policy(
     policy: Mapping[str, Any],
     lanes: Mapping[str, Mapping[str, Any]],
     accounts: Sequence[str],
-) -> None:
-    """Bring the policy's ConfigMap, access and status in line with its spec and lanes."""
+    previous: Mapping[str, Any],
+) -> dict[str, Any]:
+    """Bring the policy's ConfigMap, access and status in line with its spec and lanes.
+
+    `previous` is the status as last written (the watch may not have delivered it yet); the
+    return value is the status now in place.
+    """
     meta = policy["metadata"]
-    previous = policy.get("status") or {}
     phases = {name: (lane.get("status") or {}).get("phase", "Unknown")
               for name, lane in lanes.items()}
     try:
         doc = compile_policy(policy, lanes, phases)
     except CompileError as err:
-        await _report_failure(rt, policy, previous, err)
         rt.metrics.reconciles.labels(KIND, "compile_error").inc()
-        return
+        return await _report_failure(rt, policy, previous, err)
 
     text = render_config(doc)
     written = await ensure_config_map(rt.kube, policy, text, doc["version"])
@@ -74,6 +77,7 @@ async def reconcile_policy(
     await _write_status(rt, policy, previous, status)
     _report_success(rt, policy, previous, status, written)
     rt.metrics.reconciles.labels(KIND, "ok").inc()
+    return status
 
 
 async def _write_status(
@@ -88,7 +92,7 @@ async def _write_status(
 
 async def _report_failure(
     rt: Runtime, policy: Mapping[str, Any], previous: Mapping[str, Any], err: CompileError
-) -> None:
+) -> dict[str, Any]:
     meta = policy["metadata"]
     message = str(err)
     status = failed_policy_status(
@@ -104,10 +108,11 @@ async def _report_failure(
     if (before.get("status"), before.get("reason"), before.get("message")) == (
         "False", err.reason, message
     ):
-        return  # already reported; a resync or a restart does not repeat it
+        return status  # already reported; a resync or a restart does not repeat it
     log.warning("[%s/%s] compile failed (%s): %s; the last good config stays in place",
                 meta["namespace"], meta["name"], err.reason, message)
     kopf.event(policy, type="Warning", reason="CompileFailed", message=_event_text(message))
+    return status
 
 
 def _report_success(

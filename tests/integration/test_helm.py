@@ -240,7 +240,6 @@ OPERATOR_NEEDS = [
     ("patch", "events.events.k8s.io", "", True),
     ("patch", "kopfpeerings.kopf.dev", "", True),
     ("patch", "clusterkopfpeerings.kopf.dev", "", False),
-    ("watch", "namespaces", "", False),
     ("list", "customresourcedefinitions.apiextensions.k8s.io", "", False),
 ]
 OPERATOR_MUST_NOT = [
@@ -334,12 +333,14 @@ def test_watch_namespaces_limits_secret_access_to_those_namespaces(
         "secrets in the watched namespace": can_i(plane, token, namespace, read_secrets),
         "secrets in default": can_i(plane, token, "default", read_secrets),
         "list namespaces": can_i(plane, token, "", ("list", "namespaces", "", False)),
+        "delete namespaces": can_i(plane, token, "", ("delete", "namespaces", "", False)),
         "peering": can_i(plane, token, namespace, ("patch", "kopfpeerings.kopf.dev", "", True)),
     }
 
     assert got == {
         "secrets in the watched namespace": True,
         "secrets in default": False,
-        "list namespaces": False,
+        "list namespaces": True,
+        "delete namespaces": False,
         "peering": True,
     }

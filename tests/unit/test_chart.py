@@ -84,13 +84,14 @@ NAMESPACED_RULES = {
     ("events.k8s.io", "events"): {"create", "patch"},
     ("kopf.dev", "kopfpeerings"): {"get", "list", "watch", "patch"},
 }
-DISCOVERY_RULES = {("apiextensions.k8s.io", "customresourcedefinitions"): {"get", "list", "watch"}}
+DISCOVERY_RULES = {("apiextensions.k8s.io", "customresourcedefinitions"): READ}
 CLUSTER_WIDE_RULES = {
     **NAMESPACED_RULES,
     **DISCOVERY_RULES,
-    ("", "namespaces"): {"list", "watch"},
     ("kopf.dev", "clusterkopfpeerings"): {"get", "list", "watch", "patch"},
 }
+# With operator.watchNamespaces, kopf also lists and watches namespaces (cluster-wide it does not).
+NAMESPACED_MODE_CLUSTER_RULES = {**DISCOVERY_RULES, ("", "namespaces"): {"list", "watch"}}
 
 OPERATOR_ARGS = [
     "--log-level", "INFO", "operator", "--metrics-port", "8080", "--webhook-port", "9443",
@@ -444,7 +445,7 @@ def test_watch_namespaces_moves_namespaced_rules_into_one_role_per_namespace(
     peerings = [o for o in objects if o["kind"] == "KopfPeering"]
     (container,) = only(objects, "Deployment")["spec"]["template"]["spec"]["containers"]
 
-    assert rule_table(only(objects, "ClusterRole")["rules"]) == DISCOVERY_RULES
+    assert rule_table(only(objects, "ClusterRole")["rules"]) == NAMESPACED_MODE_CLUSTER_RULES
     assert set(roles) == {"team-a", "team-b"}
     for role in roles.values():
         assert rule_table(role["rules"]) == NAMESPACED_RULES
@@ -767,6 +768,30 @@ def test_observability_doc_explains_every_rule_and_alert() -> None:
 
 def test_install_doc_explains_every_rbac_resource() -> None:
     doc = (REPO / "docs" / "install.md").read_text()
-    resources = {resource for (_, resource) in CLUSTER_WIDE_RULES}
+    resources = {resource for (_, resource) in CLUSTER_WIDE_RULES | NAMESPACED_MODE_CLUSTER_RULES}
 
     assert sorted(r for r in resources if f"`{r}`" not in doc) == []
+
+
+# -- image and kind path -----------------------------------------------------------------------
+
+
+def test_image_user_matches_the_charts_security_context() -> None:
+    dockerfile = (REPO / "Dockerfile").read_text()
+    values = yaml.safe_load((CHART / "values.yaml").read_text())
+    user = re.findall(r"^USER (\d+):(\d+)$", dockerfile, flags=re.MULTILINE)
+
+    assert user == [(str(values["podSecurityContext"]["runAsUser"]),) * 2]
+    assert 'ENTRYPOINT ["laneway"]' in dockerfile
+
+
+def test_kind_e2e_script_parses_and_uses_the_pinned_kind_config() -> None:
+    script = REPO / "scripts" / "kind-e2e.sh"
+    config = yaml.safe_load((REPO / "kind-config.yaml").read_text())
+    proc = subprocess.run(["bash", "-n", str(script)], capture_output=True, text=True, check=False)
+
+    assert proc.returncode == 0, proc.stderr
+    assert "--config kind-config.yaml" in script.read_text()
+    assert [n["role"] for n in config["nodes"]] == ["control-plane", "worker"]
+    for node in config["nodes"]:
+        assert re.fullmatch(r"kindest/node:v1\.37\.\d+@sha256:[0-9a-f]{64}", node["image"])

@@ -5,7 +5,7 @@ and by `laneway compile` / `laneway explain` (offline, on manifest files). It ne
 client. The output is the document `router_sidecar.config.parse_config` reads; every compiled
 document is run through `parse_config` before it is returned, so it always loads.
 
-Offline there is no API server to apply the CRD defaults and CEL rules, so this module applies the
+Offline there is no API server to apply the CRD defaults and CEL rules, so the compiler applies the
 same defaults (`crds/*.yaml` and `docs/crds.md` list them) and repeats the checks the schema makes,
 then adds the ones a schema cannot make: lanes that do not exist, cycles in the escalation path,
 tools requests sent to a route without a tools-capable lane, and full `when` condition trees.

@@ -96,7 +96,7 @@ app.kubernetes.io/part-of: laneway
 {{- default (include "laneway.image" .) .Values.sidecar.image -}}
 {{- end -}}
 
-{{/* True ("true") when the operator watches the whole cluster rather than a list of namespaces. */}}
+{{/* "true" when the operator watches the whole cluster rather than a list of namespaces. */}}
 {{- define "laneway.clusterWide" -}}
 {{- if not .Values.operator.watchNamespaces -}}true{{- end -}}
 {{- end -}}

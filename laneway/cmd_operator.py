@@ -9,9 +9,11 @@ import os
 
 from laneway.errors import BadInput
 
+log = logging.getLogger(__name__)
+
 
 def run(args: argparse.Namespace) -> int:
-    from laneway_operator.main import OperatorOptions, serve
+    from laneway_operator.main import OperatorOptions, StartupError, serve
     from laneway_operator.names import PEERING_NAME
     from laneway_operator.runtime import Tuning
 
@@ -31,7 +33,11 @@ def run(args: argparse.Namespace) -> int:
         peering_priority=_priority(os.environ.get("LANEWAY_PEERING_PRIORITY")),
         tuning=Tuning.from_env(),
     )
-    asyncio.run(serve(options))
+    try:
+        asyncio.run(serve(options))
+    except StartupError as exc:
+        log.error("laneway operator cannot start: %s", exc)
+        return 1
     return 0
 
 

@@ -383,9 +383,15 @@ def _after_tool_failures(config: RouterConfig, signals: Signals, choice: _Choice
     )
 
 
+# Control characters (ASCII 0-31 and DEL) become "?"; non-ASCII text is handled in header_safe.
+_UNPRINTABLE = {**{code: "?" for code in range(32)}, 127: "?"}
+
+
 def header_safe(text: str, limit: int = REASON_MAX_CHARS) -> str:
     """Printable ASCII only, one line, at most `limit` characters: safe in an HTTP header."""
-    cleaned = "".join(c if " " <= c <= "~" else "?" for c in text)
+    if not text.isascii():
+        text = text.encode("ascii", "replace").decode("ascii")  # one "?" per character
+    cleaned = text if text.isprintable() else text.translate(_UNPRINTABLE)
     return cleaned if len(cleaned) <= limit else cleaned[: limit - 3] + "..."
 
 

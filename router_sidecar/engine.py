@@ -23,12 +23,10 @@ import json
 import logging
 import random
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
-from functools import lru_cache, partial
+from functools import partial
 from typing import Any, Protocol, TypeVar
-
-import aiohttp
 
 from router_sidecar import errors
 from router_sidecar.checks import check_answer, is_refusal
@@ -38,16 +36,22 @@ from router_sidecar.decision_log import DecisionRecord, EscalationStep, LaneAtte
 from router_sidecar.metrics import Metrics
 from router_sidecar.providers import adapter_for
 from router_sidecar.providers.base import (
+    ProviderAdapter,
+    SSEDecoder,
     StreamError,
     StreamTranslator,
+    UpstreamRequest,
     Usage,
-    iter_sse,
     wants_usage,
 )
 from router_sidecar.providers.openai import answer_chars
 from router_sidecar.resilience import LaneGuards, RetryBudget
 from router_sidecar.secrets import SecretStore
 from router_sidecar.signals import Signals
+from router_sidecar.upstream import Response, UpstreamError, Upstreams
+
+# One stream's events from one upstream read: (event name, data) pairs.
+Events = list[tuple[str | None, str]]
 
 log = logging.getLogger(__name__)
 
@@ -57,7 +61,8 @@ T = TypeVar("T")
 # the lane's time already, a 429 says when to come back, an overflow or refusal will repeat).
 RETRYABLE = frozenset({errors.SERVER_ERROR, errors.CONNECTION_ERROR})
 DEFAULT_COOL_DOWN_S = 1.0
-_SESSION_LIMIT_PER_HOST = 256
+_CONNECTIONS_PER_HOST = 256
+_KEEPALIVE_S = 30.0
 
 
 class LaneFailed(Exception):
@@ -128,14 +133,26 @@ class OpenStream:
     """A stream whose first frames have arrived; the rest is read by `Engine.stream`."""
 
     lane: Lane
-    response: aiohttp.ClientResponse
-    events: AsyncIterator[tuple[str | None, str]]
+    response: Response
     translator: StreamTranslator
-    first: list[bytes]
     sent_at: float
+    decoder: SSEDecoder = field(default_factory=SSEDecoder)
+    # Frames translated but not sent yet, and the events of the same upstream read after them.
+    first: list[bytes] = field(default_factory=list)
+    pending: Events = field(default_factory=list)
+    ended: bool = False
 
-    async def close(self, clean: bool) -> None:
-        await self.events.aclose()  # type: ignore[attr-defined]
+    async def next_events(self) -> Events | None:
+        """The events completed by the next upstream read; None once the body has ended."""
+        if self.ended:
+            return None
+        chunk = await self.response.next_chunk()
+        if not chunk:
+            self.ended = True
+            return self.decoder.close()
+        return self.decoder.feed(chunk)
+
+    def close(self, clean: bool) -> None:
         if clean:
             self.response.release()
         else:
@@ -161,7 +178,7 @@ class Engine:
         self._lanes: tuple[str, ...] = ()
         metrics.lane_states = self.lane_states
         self.budget = RetryBudget(percent=20)
-        self._sessions: dict[str, aiohttp.ClientSession] = {}
+        self.upstreams = Upstreams(limit=_CONNECTIONS_PER_HOST, keepalive_s=_KEEPALIVE_S)
         self._rng = random.Random()
 
     # -- lifecycle ------------------------------------------------------------------------------
@@ -177,25 +194,24 @@ class Engine:
         return {name: self.guards.state(name) for name in self._lanes}
 
     async def close(self) -> None:
-        sessions, self._sessions = self._sessions, {}
-        for session in sessions.values():
-            await session.close()
+        self.upstreams.close()
 
     def lane_unavailable(self, lane: str) -> str | None:
         return self.guards.unavailable(lane)
 
-    def _session(self, base_url: str) -> aiohttp.ClientSession:
-        session = self._sessions.get(base_url)
-        if session is None or session.closed:
-            connector = aiohttp.TCPConnector(
-                limit=0, limit_per_host=_SESSION_LIMIT_PER_HOST, keepalive_timeout=30
-            )
-            session = aiohttp.ClientSession(connector=connector, auto_decompress=True)
-            self._sessions[base_url] = session
-        return session
-
     def _api_key(self, lane: Lane) -> str | None:
         return self.secrets.key_for(lane.name) if self.secrets is not None else None
+
+    async def _post(self, lane: Lane, req: UpstreamRequest) -> Response:
+        """Send the provider request; the lane's total timeout runs until the body's end."""
+        body = json.dumps(req.payload, separators=(",", ":")).encode()
+        return await self.upstreams.post(
+            req.url,
+            req.headers,
+            body,
+            connect_s=lane.connect_ms / 1000,
+            total_s=lane.total_ms / 1000,
+        )
 
     # -- non-streaming --------------------------------------------------------------------------
 
@@ -251,16 +267,13 @@ class Engine:
     async def _call_answer(self, run: Run, lane: Lane) -> LaneAnswer:
         adapter = adapter_for(lane.provider.type)
         req = adapter.build_request(lane, run.body, self._api_key(lane), stream=False)
-        timeout = _timeout(lane.total_ms, lane.connect_ms)
         started = time.monotonic()
         try:
-            async with self._session(lane.provider.base_url).post(
-                req.url, json=req.payload, headers=req.headers, timeout=timeout
-            ) as resp:
-                raw = await resp.read()
-                status, retry_after = resp.status, resp.headers.get("Retry-After")
-        except (aiohttp.ClientError, TimeoutError) as exc:
+            resp = await self._post(lane, req)
+            raw = await resp.read()
+        except (UpstreamError, TimeoutError) as exc:
             raise LaneFailed(errors.classify_exception(exc)) from exc
+        status, retry_after = resp.status, resp.headers.get("retry-after")
         ms = (time.monotonic() - started) * 1000
         data = _json_or_none(raw)
         if status >= 300:
@@ -302,8 +315,6 @@ class Engine:
         run.route, run.lane = route, opened.lane.name
         clean = False
         try:
-            for frame in opened.first:
-                await sink.write(frame)
             clean = await self._pump(run, opened, sink)
         finally:
             elapsed = time.monotonic() - opened.sent_at
@@ -311,32 +322,43 @@ class Engine:
             self.metrics.upstream_duration.labels(
                 opened.lane.name, "ok" if clean else "broken"
             ).observe(elapsed)
-            await opened.close(clean)
+            opened.close(clean)
             tr = opened.translator
             run.account(opened.lane, route, tr.usage, tr.output_chars, self.metrics)
 
     async def _pump(self, run: Run, opened: OpenStream, sink: StreamSink) -> bool:
-        """Copy the rest of the stream to the client; True if it ended cleanly."""
+        """Copy the stream to the client, the frames of each upstream read in one write; True
+        if it ended cleanly."""
         tr = opened.translator
+        frames, events = opened.first, opened.pending
+        problem = ""
         while True:
-            # Upstream failures end the stream with an error event; a failed write to the client
-            # (it went away) propagates and cancels the upstream call.
+            # Upstream failures end the stream with an error event, after the frames before
+            # them; a failed write to the client (it went away) propagates and cancels the
+            # upstream call.
             try:
-                event, data = await anext(opened.events)
-                frames = tr.feed(event, data)
-            except StopAsyncIteration:
-                problem = "the provider ended the stream early"
-                break
+                for event, data in events:
+                    if tr.done:
+                        break
+                    frames.extend(tr.feed(event, data))
             except StreamError as exc:
                 problem = f"the provider failed mid-stream: {exc}"
-                break
-            except (aiohttp.ClientError, TimeoutError) as exc:
-                problem = f"the provider connection broke mid-stream ({type(exc).__name__})"
-                break
-            for frame in frames:
-                await sink.write(frame)
+            if frames:
+                await sink.write(frames[0] if len(frames) == 1 else b"".join(frames))
+                frames = []
             if tr.done:
                 return True
+            if problem:
+                break
+            try:
+                next_events = await opened.next_events()
+            except (UpstreamError, TimeoutError) as exc:
+                problem = f"the provider connection broke mid-stream ({type(exc).__name__})"
+                break
+            if next_events is None:
+                problem = "the provider ended the stream early"
+                break
+            events = next_events
         run.record.error = problem
         await sink.write(
             b"data: "
@@ -352,39 +374,37 @@ class Engine:
     async def _open_stream(self, run: Run, lane: Lane) -> OpenStream:
         adapter = adapter_for(lane.provider.type)
         req = adapter.build_request(lane, run.body, self._api_key(lane), stream=True)
-        timeout = _timeout(lane.total_ms, lane.connect_ms)
         sent_at = time.monotonic()
-        session = self._session(lane.provider.base_url)
         try:
             async with asyncio.timeout(lane.first_token_ms / 1000):
-                resp = await session.post(
-                    req.url, json=req.payload, headers=req.headers, timeout=timeout
-                )
+                resp = await self._post(lane, req)
                 try:
                     return await self._first_frames(run, lane, adapter, resp, sent_at)
                 except BaseException:
                     resp.close()
                     raise
-        except (aiohttp.ClientError, TimeoutError) as exc:
+        except (UpstreamError, TimeoutError) as exc:
             raise LaneFailed(errors.classify_exception(exc)) from exc
 
     async def _first_frames(
-        self, run: Run, lane: Lane, adapter: Any, resp: aiohttp.ClientResponse, sent_at: float
+        self, run: Run, lane: Lane, adapter: ProviderAdapter, resp: Response, sent_at: float
     ) -> OpenStream:
+        """Read until the first frame for the client; the rest of that read stays pending."""
         if resp.status >= 300:
             data = _json_or_none(await resp.read())
             raise LaneFailed(
-                errors.classify_status(resp.status, data, resp.headers.get("Retry-After"))
+                errors.classify_status(resp.status, data, resp.headers.get("retry-after"))
             )
         translator = adapter.stream_translator(include_usage=wants_usage(run.body))
-        events = iter_sse(resp.content)
+        opened = OpenStream(lane, resp, translator, sent_at)
         try:
-            async for event, data in events:
-                frames = translator.feed(event, data)
-                if frames:
-                    return OpenStream(lane, resp, events, translator, frames, sent_at)
+            while (events := await opened.next_events()) is not None:
+                for i, (event, data) in enumerate(events):
+                    frames = translator.feed(event, data)
+                    if frames:
+                        opened.first, opened.pending = frames, events[i + 1 :]
+                        return opened
         except StreamError as exc:
-            await events.aclose()  # type: ignore[attr-defined]
             body = exc.body if isinstance(exc.body, Mapping) else None
             status = 500
             failure = errors.classify_status(status, body) if body else None
@@ -562,11 +582,6 @@ def _no_lane(run: Run, route: str) -> errors.RouterError:
         code="no_capable_lane",
     )
 
-
-@lru_cache(maxsize=256)
-def _timeout(total_ms: int, connect_ms: int) -> aiohttp.ClientTimeout:
-    """The lane's connect and total timeouts; cached, since lanes share a handful of values."""
-    return aiohttp.ClientTimeout(total=total_ms / 1000, sock_connect=connect_ms / 1000)
 
 
 def _json_or_none(raw: bytes) -> Any:

@@ -21,6 +21,8 @@ from typing import Any
 
 import aiohttp
 
+from router_sidecar.upstream import BrokenResponse
+
 # Fallback trigger names, as in the policy's `fallback.triggers`.
 RATE_LIMITED = "rateLimited"
 TIMEOUT = "timeout"
@@ -234,10 +236,11 @@ def classify_status(status: int, body: Any, retry_after: str | None = None) -> U
 
 
 def classify_exception(exc: BaseException) -> UpstreamFailure:
-    """Map a transport exception from aiohttp (or a timeout) to a failure."""
+    """Map a transport exception (`upstream.UpstreamError`, aiohttp's, a timeout) to a failure."""
     if isinstance(exc, (TimeoutError, asyncio.TimeoutError, aiohttp.ServerTimeoutError)):
         return UpstreamFailure(TIMEOUT, 0, "no answer within the lane's timeout")
-    if isinstance(exc, (aiohttp.ClientPayloadError, aiohttp.ClientResponseError)):
+    broken = (BrokenResponse, aiohttp.ClientPayloadError, aiohttp.ClientResponseError)
+    if isinstance(exc, broken):
         return UpstreamFailure(SERVER_ERROR, 0, _short(f"broken response: {exc}"))
     return UpstreamFailure(CONNECTION_ERROR, 0, _short(f"{type(exc).__name__}: {exc}"))
 

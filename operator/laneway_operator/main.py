@@ -29,6 +29,7 @@ from dataclasses import dataclass, field
 
 import aiohttp
 import kopf
+from kubernetes_asyncio.config import ConfigException
 
 from laneway_operator import handlers_lanes, handlers_policies  # noqa: F401  (registration)
 from laneway_operator.api_keys import ApiKeys
@@ -46,6 +47,10 @@ from laneway_operator.webhook import (
 log = logging.getLogger(__name__)
 
 PEERING_LIFETIME_S = 30
+
+
+class StartupError(Exception):
+    """The operator cannot start; the message says why."""
 
 
 @dataclass(frozen=True)
@@ -123,8 +128,12 @@ async def use_peering(
 
 
 async def serve(options: OperatorOptions) -> None:
-    """Run until SIGTERM or SIGINT."""
-    kube = await Kube.connect()
+    """Run until SIGTERM or SIGINT; StartupError when it cannot start."""
+    try:
+        kube = await Kube.connect()
+    except (ConfigException, OSError) as exc:
+        raise StartupError(f"no Kubernetes credentials: {exc}; run in a pod or set "
+                           "KUBECONFIG") from exc
     http = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0, force_close=True))
     metrics = OperatorMetrics()
     runtime = Runtime(kube=kube, http=http, metrics=metrics, tuning=options.tuning,
@@ -160,9 +169,9 @@ async def _run_kopf(options: OperatorOptions, runtime: Runtime, ready: asyncio.E
         peering = await use_peering(runtime.kube, options.namespaces,
                                     standalone=options.standalone, name=options.peering_name)
     except ApiException as exc:
-        log.warning("cannot check for kopf peering (%s): running standalone",
-                    describe_error(exc))
-        peering = False
+        # Guessing "standalone" could let two replicas fight; better to stop and be restarted.
+        raise StartupError(f"cannot tell whether to peer with other replicas "
+                           f"({describe_error(exc)})") from exc
     priority = options.peering_priority
     if priority is None:
         priority = random.randint(1, 2**31 - 1) if peering else 0

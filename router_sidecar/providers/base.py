@@ -5,17 +5,15 @@
 `parse_answer` turns the provider's JSON answer back into an OpenAI `chat.completion`, and
 `stream_translator` turns the provider's stream events into OpenAI `chat.completion.chunk` SSE
 frames, one event at a time, so nothing is buffered. Adapters are stateless and pure (no I/O);
-the engine does the HTTP.
+the engine does the HTTP and cuts the stream into events with `SSEDecoder`.
 """
 
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
-
-import aiohttp
 
 from router_sidecar.config import Lane
 
@@ -99,19 +97,53 @@ def wants_usage(body: Mapping[str, Any]) -> bool:
     return isinstance(options, Mapping) and options.get("include_usage") is True
 
 
-async def iter_sse(content: aiohttp.StreamReader) -> AsyncIterator[tuple[str | None, str]]:
-    """(event name, data) for each server-sent event, as the bytes arrive."""
-    event: str | None = None
-    data: list[str] = []
-    async for raw in content:
-        line = raw.decode("utf-8", "replace").rstrip("\r\n")
-        if not line:
-            if data:
-                yield event, "\n".join(data)
-            event, data = None, []
-        elif line.startswith("data:"):
-            data.append(line[5:].removeprefix(" "))
-        elif line.startswith("event:"):
-            event = line[6:].strip()
-    if data:
-        yield event, "\n".join(data)
+class SSEDecoder:
+    """Splits a server-sent event stream into (event name, data) pairs, whatever the chunking.
+
+    `feed` takes the body bytes of one network read and returns the events completed by them;
+    `close` returns the last event when the stream ended without its blank line. Lines end at
+    `\n` (a trailing `\r` is dropped); `data:` lines of one event join with `\n`; comments, `id:`
+    and `retry:` lines are ignored.
+    """
+
+    __slots__ = ("_data", "_event", "_tail")
+
+    def __init__(self) -> None:
+        self._tail = b""
+        self._event: str | None = None
+        self._data: list[str] = []
+
+    def feed(self, chunk: bytes) -> list[tuple[str | None, str]]:
+        buffered = self._tail + chunk if self._tail else chunk
+        cut = buffered.rfind(b"\n")
+        if cut < 0:
+            self._tail = buffered
+            return []
+        self._tail = buffered[cut + 1 :]
+        # Decoding whole lines at once is safe: a UTF-8 sequence never spans a newline.
+        return self._lines(buffered[:cut].decode("utf-8", "replace").split("\n"))
+
+    def close(self) -> list[tuple[str | None, str]]:
+        tail, self._tail = self._tail, b""
+        lines = [tail.decode("utf-8", "replace")] if tail else []
+        events = self._lines(lines)
+        if self._data:
+            events.append((self._event, "\n".join(self._data)))
+            self._event, self._data = None, []
+        return events
+
+    def _lines(self, lines: list[str]) -> list[tuple[str | None, str]]:
+        events: list[tuple[str | None, str]] = []
+        data = self._data
+        for line in lines:
+            line = line.rstrip("\r")
+            if not line:
+                if data:
+                    events.append((self._event, "\n".join(data)))
+                    data = self._data = []
+                self._event = None
+            elif line.startswith("data:"):
+                data.append(line[5:].removeprefix(" "))
+            elif line.startswith("event:"):
+                self._event = line[6:].strip()
+        return events

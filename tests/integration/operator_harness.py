@@ -8,7 +8,6 @@ KUBECONFIG, exactly as a user would run it; its log is printed when a test fails
 from __future__ import annotations
 
 import json
-import os
 import signal
 import socket
 import ssl
@@ -211,11 +210,3 @@ def api_get(plane: ControlPlane, path: str, token: str | None = None) -> tuple[i
             return resp.status, json.loads(resp.read())
     except urllib.error.HTTPError as exc:
         return exc.code, json.loads(exc.read() or b"{}")
-
-
-def environ_without_cluster() -> dict[str, str]:
-    """A subprocess environment with no in-cluster hints."""
-    env = dict(os.environ)
-    env.pop("KUBERNETES_SERVICE_HOST", None)
-    env.pop("KUBECONFIG", None)
-    return env

@@ -6,11 +6,13 @@ providers on loopback ports.
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import yaml
 
 from laneway_operator.compiler import compile_policy, render_config
 from router_sidecar.config import load_config_text
@@ -284,7 +286,8 @@ def versions(plane: ControlPlane, namespace: str) -> dict[str, str]:
     return out
 
 
-PEERING_CRDS = Path(__file__).resolve().parents[2] / "helm/laneway/crds/kopf-peerings.yaml"
+REPO = Path(__file__).resolve().parents[2]
+PEERING_CRDS = REPO / "helm/laneway/crds/kopf-peerings.yaml"
 
 
 def test_two_replicas_with_peering_do_not_fight(
@@ -338,3 +341,45 @@ def probe_count(op: OperatorProcess) -> float:
     """All probes an operator process has sent, from its /metrics."""
     return sum(float(line.rsplit(" ", 1)[1]) for line in op.metrics().splitlines()
                if line.startswith("laneway_operator_probes_total{"))
+
+
+def test_the_operator_works_with_only_the_rbac_the_helm_chart_grants(
+    controlplane: ControlPlane, namespace: str, operators: list[OperatorProcess], tmp_path: Path
+) -> None:
+    release = f"rbac-{namespace[-6:]}"
+    rendered = controlplane.helm("template", release, str(REPO / "helm/laneway"),
+                                 "--namespace", namespace,
+                                 "--set", f"operator.watchNamespaces={{{namespace}}}").stdout
+    wanted = {"ServiceAccount", "ClusterRole", "ClusterRoleBinding", "Role", "RoleBinding"}
+    docs = [d for d in yaml.safe_load_all(rendered) if d and d["kind"] in wanted]
+    account = next(d["metadata"]["name"] for d in docs if d["kind"] == "ServiceAccount")
+    apply(controlplane, *docs)
+    try:
+        token = controlplane.kubectl("create", "token", account, "-n", namespace).stdout.strip()
+        kubeconfig = tmp_path / "operator.kubeconfig"
+        kubeconfig.write_text(json.dumps({
+            "apiVersion": "v1", "kind": "Config", "current-context": "op",
+            "clusters": [{"name": "c", "cluster": {"server": controlplane.api_url,
+                                                   "certificate-authority": str(
+                                                       controlplane.ca_file)}}],
+            "users": [{"name": "op", "user": {"token": token}}],
+            "contexts": [{"name": "op", "context": {"cluster": "c", "user": "op"}}],
+        }))
+        # The provider insists on the key, so a Healthy lane proves the Secret was read.
+        with SimulatedProvider(model="a", api_key="sk-test-key") as a:
+            apply(controlplane, secret(namespace), lane(namespace, "a", a.url),
+                  policy(namespace, "bot", {"fast": ["a"]}))
+            operators.append(start_operator(controlplane, tmp_path, namespace,
+                                            env={"KUBECONFIG": str(kubeconfig)}))
+            wait_for(lambda: lane_phase(controlplane, namespace, "a") == "Healthy",
+                     timeout=20, what="lane a Healthy")
+            wait_for(lambda: get(controlplane, "rolebinding", "laneway-config-bot", namespace)
+                     and condition(get(controlplane, "routingpolicy", "bot", namespace),
+                                   "Ready").get("status") == "True",
+                     timeout=20, what="the policy's ConfigMap, access and status")
+            assert "ConfigUpdated" in {e["reason"] for e in events(controlplane, namespace, "bot")}
+            assert "Forbidden" not in operators[0].log()
+    finally:
+        for doc in docs:
+            if doc["kind"].startswith("Cluster"):
+                controlplane.kubectl("delete", doc["kind"], doc["metadata"]["name"], check=False)

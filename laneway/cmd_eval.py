@@ -18,14 +18,13 @@ import os
 import sys
 from collections.abc import Sequence
 
-from laneway_operator.manifests import compile_files
-
 from laneway.errors import BadInput
 from laneway.evaluation import chart, exports, report
 from laneway.evaluation.dataset import EvalPrompt, load_prompts
 from laneway.evaluation.live import DEFAULT_CONCURRENCY, read_api_keys, run_live
 from laneway.evaluation.offline import OfflineSummary, route_prompts, summarize
 from laneway.evaluation.routing_map import ALL, RoutingMap, build_routing_map
+from laneway_operator.manifests import compile_files
 from router_sidecar.config import ConfigError, RouterConfig, parse_config
 
 log = logging.getLogger(__name__)

@@ -224,4 +224,5 @@ def test_make_controlplane_prints_a_working_kubeconfig_and_stop_leaves_nothing_b
     finally:
         stopped = make("controlplane-stop")
     assert stopped.returncode == 0, stopped.stderr
-    assert not any(process_alive(pid) for pid in pids)  # exited (a zombie awaiting its reaper counts)
+    # Every process exited (a zombie still waiting for its reaper counts as exited).
+    assert not any(process_alive(pid) for pid in pids)

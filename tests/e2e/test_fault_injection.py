@@ -1,8 +1,10 @@
 """Fault injection: thousands of requests while lanes flip between failure modes at random.
 
-Every request must end in a correct answer from a lane that was healthy, or in a clear error
-(an OpenAI-shaped error that lists the lanes tried, or an SSE error event for a stream that broke
-after it started), and the sidecar's metrics must count exactly what the client saw.
+The primary and first backup lanes flip between healthy and every failure mode; the last backup
+stays healthy. Every request must end in a correct answer from a lane that was healthy at the
+time; the only failure allowed is a stream that broke after its first chunk (an SSE error event,
+since sent text cannot be taken back). The sidecar's metrics must count exactly what the client
+saw.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from tests.e2e.harness import Sidecar, lane, policy_doc, running
 
 REQUESTS = 2_000
 CONCURRENCY = 32
+FLIP_EVERY = 4  # one lane changes mode every few requests
 # Half the time a lane is fine; otherwise it fails in one of the ways providers do.
 FAILURE_MODES = [
     *["ok"] * 8,
@@ -52,10 +55,9 @@ def _build(sims: dict[str, Any]) -> dict[str, Any]:
     )
 
 
-async def _chaos(sims: dict[str, Any], stop: asyncio.Event, rng: random.Random) -> None:
-    while not stop.is_set():
-        rng.choice(list(sims.values())).set_mode(rng.choice(FAILURE_MODES))
-        await asyncio.sleep(rng.uniform(0.01, 0.06))
+def _flip(sims: dict[str, Any], rng: random.Random) -> None:
+    # Lane c, the last backup, stays healthy: no request may be lost while it is.
+    rng.choice([sims["a"], sims["b"]]).set_mode(rng.choice(FAILURE_MODES))
 
 
 def _check_stream(text: str, lane_name: str, prompt: str) -> bool:
@@ -89,7 +91,7 @@ async def _one(sidecar: Sidecar, i: int, rng: random.Random) -> str:
             return "failed"
         lane_name = resp.headers["x-laneway-lane"]
         if stream:
-            return "ok" if _check_stream(raw, lane_name, prompt) else "failed"
+            return "ok" if _check_stream(raw, lane_name, prompt) else "interrupted"
         answer = json.loads(raw)
         assert answer["choices"][0]["message"]["content"] == f"[{lane_name}] ok: {prompt}"
         return "ok"
@@ -98,22 +100,25 @@ async def _one(sidecar: Sidecar, i: int, rng: random.Random) -> str:
 async def test_random_lane_failures_end_in_right_answers_or_clear_errors_and_exact_counts() -> None:
     rng = random.Random(20_261_203)
     async with running({"a": "openai", "b": "anthropic", "c": "openai"}, _build) as (sidecar, sims):
-        stop = asyncio.Event()
-        chaos = asyncio.create_task(_chaos(sims, stop, rng))
         queue = iter(range(REQUESTS))
         outcomes: list[str] = []
 
         async def worker() -> None:
             for i in queue:
+                # The chaos is paced by requests, not by the clock, so a slow machine sees the
+                # same mix of failures per request as a fast one.
+                if i % FLIP_EVERY == 0:
+                    _flip(sims, rng)
                 outcomes.append(await _one(sidecar, i, rng))
 
         await asyncio.gather(*(worker() for _ in range(CONCURRENCY)))
-        stop.set()
-        await chaos
 
         assert len(outcomes) == REQUESTS
         ok = outcomes.count("ok")
-        assert ok > REQUESTS // 2, outcomes.count("failed")  # most traffic finds a healthy lane
+        # With a healthy backup, nothing is lost: a request fails only as a stream that broke
+        # after its first chunk was sent (which cannot be taken back), and says so.
+        assert outcomes.count("failed") == 0
+        assert ok + outcomes.count("interrupted") == REQUESTS
         assert await sidecar.metric("laneway_requests_total", outcome="ok") == ok
         assert await sidecar.metric("laneway_requests_total") == REQUESTS
         assert await sidecar.metric("laneway_request_duration_seconds_count") == REQUESTS

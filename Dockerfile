@@ -17,12 +17,12 @@ ENV PIP_NO_CACHE_DIR=1 \
 RUN python -m venv /opt/laneway
 WORKDIR /src
 # Only what the distribution needs; .dockerignore keeps tests, docs and local venvs out.
-COPY pyproject.toml README.md ./
+COPY pyproject.toml README.md constraints.txt ./
 COPY laneway ./laneway
 COPY router_sidecar ./router_sidecar
 COPY operator ./operator
 # pip also byte-compiles, so nothing needs to write .pyc files at run time.
-RUN /opt/laneway/bin/pip install .
+RUN /opt/laneway/bin/pip install -c constraints.txt .
 
 FROM ${PYTHON_IMAGE}
 LABEL org.opencontainers.image.title="laneway" \

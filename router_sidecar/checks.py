@@ -229,10 +229,16 @@ def _uncertain(
 ) -> str | None:
     text = ans.content.translate(_APOSTROPHES).casefold()
     markers = config.escalation.uncertainty_markers or DEFAULT_UNCERTAINTY_MARKERS
-    for marker in markers:
-        if marker.translate(_APOSTROPHES).casefold() in text:
+    for marker, folded in _folded_markers(markers):
+        if folded in text:
             return f"the answer contains the uncertainty marker {marker!r}"
     return None
+
+
+@lru_cache(maxsize=256)
+def _folded_markers(markers: tuple[str, ...]) -> tuple[tuple[str, str], ...]:
+    """(marker, its comparable form) per marker: folded once per config, not per answer."""
+    return tuple((m, m.translate(_APOSTROPHES).casefold()) for m in markers)
 
 
 def _latency_exceeded(

@@ -39,9 +39,11 @@ class ConditionResult:
 
 # ---------------------------------------------------------------------------------------------
 # Keyword matching, the hot path. Python's regex engine cannot skip ahead to a pattern that opens
-# with a lookbehind, so a plain search costs microseconds per kilobyte per keyword. Instead the
-# keyword's first word is found with str.find on case-folded text (fast, in C), and the compiled
-# pattern is only tried at those places.
+# with a lookbehind, so a plain search costs microseconds per kilobyte per keyword; one
+# alternation of all keywords is no better (the engine tries every alternative at every letter).
+# Instead each keyword's first word is found with str.find on case-folded text (fast, in C), and
+# the compiled pattern is only tried at those places. A keyword list is prepared once (cached by
+# its tuple), and once one keyword has matched, the others are only looked for before it.
 
 
 def _keyword_source(keyword: str) -> str:
@@ -55,9 +57,23 @@ def keyword_pattern(keyword: str) -> re.Pattern[str]:
     return re.compile(rf"(?<!\w){_keyword_source(keyword)}(?!\w)", re.IGNORECASE)
 
 
-@lru_cache(maxsize=4096)
-def _anchor(keyword: str) -> str:
-    return keyword.split()[0].casefold()
+_Prepared = tuple[tuple[str, str, re.Pattern[str]], ...]
+
+
+@lru_cache(maxsize=1024)
+def _prepared(keywords: tuple[str, ...]) -> _Prepared:
+    """(keyword, its first word case-folded, its pattern) for each keyword of a list."""
+    return tuple((k, k.split()[0].casefold(), keyword_pattern(k)) for k in keywords)
+
+
+def _find(anchor: str, pattern: re.Pattern[str], text: str, folded: str, end: int) -> int | None:
+    """Where the pattern first matches at an `anchor` that lies within folded[:end], or None."""
+    start = folded.find(anchor, 0, end)
+    while start != -1:
+        if pattern.match(text, start):
+            return start
+        start = folded.find(anchor, start + 1, end)
+    return None
 
 
 def find_keyword(keyword: str, text: str, folded: str | None = None) -> int | None:
@@ -68,23 +84,32 @@ def find_keyword(keyword: str, text: str, folded: str | None = None) -> int | No
         # Case folding changed the length, so positions do not line up: search the slow way.
         match = pattern.search(text)
         return None if match is None else match.start()
-    anchor = _anchor(keyword)
-    start = folded.find(anchor)
-    while start != -1:
-        if pattern.match(text, start):
-            return start
-        start = folded.find(anchor, start + 1)
-    return None
+    return _find(keyword.split()[0].casefold(), pattern, text, folded, len(folded))
 
 
 def first_keyword(keywords: Sequence[str], text: str, folded: str | None = None) -> str | None:
-    """The configured keyword whose match comes first in the text, or None."""
+    """The configured keyword whose match comes first in the text, or None (on a tie, the one
+    listed first)."""
     folded = text.casefold() if folded is None else folded
+    if len(folded) != len(text):
+        return _first_keyword_slowly(keywords, text)
+    best: tuple[int, str] | None = None
+    for keyword, anchor, pattern in _prepared(tuple(keywords)):
+        # A later keyword wins only by starting before the best match so far.
+        end = len(folded) if best is None else best[0] + len(anchor) - 1
+        at = _find(anchor, pattern, text, folded, end)
+        if at is not None:
+            best = (at, keyword)
+    return None if best is None else best[1]
+
+
+def _first_keyword_slowly(keywords: Sequence[str], text: str) -> str | None:
+    # For text whose case folding changes its length (see find_keyword).
     best: tuple[int, str] | None = None
     for keyword in keywords:
-        at = find_keyword(keyword, text, folded)
-        if at is not None and (best is None or at < best[0]):
-            best = (at, keyword)
+        match = keyword_pattern(keyword).search(text)
+        if match is not None and (best is None or match.start() < best[0]):
+            best = (match.start(), keyword)
     return None if best is None else best[1]
 
 

@@ -123,6 +123,9 @@ class Decision:
     last_resort: bool = False
     # (from route, to route) when tool failures moved the request up the escalation path.
     tool_failure_escalation: tuple[str, str] | None = None
+    # No lane serves because of the cost budget: `onExceed: reject` and the lane that would
+    # serve is over it, or (`skipLane`) every lane that could serve is over it. A 402, not a 400.
+    budget_rejected: bool = False
 
 
 @dataclass(frozen=True)
@@ -132,6 +135,8 @@ class LaneScreen:
     lanes: tuple[str, ...]
     skipped: tuple[tuple[str, str], ...]
     last_resort: tuple[tuple[str, str], ...] = ()
+    # The cost budget left no lane (see Decision.budget_rejected).
+    budget_rejected: bool = False
 
 
 @dataclass(frozen=True)
@@ -165,20 +170,24 @@ def estimate_cost(lane: Lane, signals: Signals) -> float:
 
 
 def _needed_capabilities(signals: Signals) -> tuple[str, ...]:
-    wanted = (
-        ("tools", signals.has_tools),
-        ("jsonSchema", signals.needs_json_schema),
-        ("vision", signals.needs_vision),
-        ("streaming", signals.streaming),
-    )
-    return tuple(cap for cap, needed in wanted if needed)
+    needed = []
+    if signals.has_tools:
+        needed.append("tools")
+    if signals.needs_json_schema:
+        needed.append("jsonSchema")
+    if signals.needs_vision:
+        needed.append("vision")
+    if signals.streaming:
+        needed.append("streaming")
+    return tuple(needed)
 
 
 def _hard_miss(lane: Lane, signals: Signals, needed: tuple[str, ...]) -> str | None:
     """Why a lane cannot serve this request whatever its health, or None."""
-    missing = [cap for cap in needed if cap not in lane.capabilities]
-    if missing:
-        return "missing capability " + ", ".join(missing)
+    if needed:
+        missing = [cap for cap in needed if cap not in lane.capabilities]
+        if missing:
+            return "missing capability " + ", ".join(missing)
     output = expected_output_tokens(lane, signals)
     if signals.prompt_tokens + output > lane.context_window:
         return (
@@ -196,8 +205,10 @@ def _health_miss(lane: Lane, lane_unavailable: LaneUnavailable) -> str | None:
 
 def _over_budget(config: RouterConfig, lane: Lane, signals: Signals) -> str | None:
     limit = config.budget.max_cost_per_request
+    if limit is None:
+        return None
     cost = estimate_cost(lane, signals)
-    if limit is None or cost <= limit:
+    if cost <= limit:
         return None
     return f"estimated cost ${cost:.6f} over budget ${limit:.6f}"
 
@@ -243,7 +254,12 @@ def screen_lanes(
 
     if usable:
         return LaneScreen(tuple(usable), _in_order(names, hard + over + soft))
-    return LaneScreen(tuple(n for n, _ in soft), _in_order(names, hard + over), tuple(soft))
+    return LaneScreen(
+        tuple(n for n, _ in soft),
+        _in_order(names, hard + over),
+        tuple(soft),
+        budget_rejected=bool(over) and not hard and not soft,
+    )
 
 
 def _rejected(
@@ -256,12 +272,14 @@ def _rejected(
     seen = {n for n, _ in hard + over + soft}
     tail = [(n, "not tried: budget.onExceed is reject") for n in names if n not in seen]
     over = [(n, f"{why} (budget.onExceed is reject)") for n, why in over]
-    return LaneScreen((), _in_order(names, hard + over + soft + tail))
+    return LaneScreen((), _in_order(names, hard + over + soft + tail), budget_rejected=True)
 
 
 def _in_order(
     names: tuple[str, ...], skipped: list[tuple[str, str]]
 ) -> tuple[tuple[str, str], ...]:
+    if len(skipped) < 2:
+        return tuple(skipped)
     position = {name: i for i, name in enumerate(names)}
     return tuple(sorted(skipped, key=lambda item: position[item[0]]))
 
@@ -458,4 +476,5 @@ def decide(
         score_parts=enforce.score_parts,
         last_resort=bool(screen.last_resort),
         tool_failure_escalation=enforce.escalation,
+        budget_rejected=screen.budget_rejected,
     )

@@ -19,7 +19,6 @@ docs/escalation.md for exactly what applies to streams).
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import random
 import time
@@ -28,7 +27,7 @@ from dataclasses import dataclass, field
 from functools import partial
 from typing import Any, Protocol, TypeVar
 
-from router_sidecar import errors
+from router_sidecar import errors, fastjson
 from router_sidecar.checks import check_answer, is_refusal
 from router_sidecar.config import Lane, RouterConfig
 from router_sidecar.decision import Decision, escalation_target, lanes_for_route
@@ -160,9 +159,10 @@ class OpenStream:
 
 
 class StreamSink(Protocol):
-    """The client's side of a stream: `server.py` prepares the response on the first write."""
+    """The client's side of a stream: `server.py` prepares the response on the first write;
+    `last` marks the stream's final frames (the response may end with them)."""
 
-    async def write(self, data: bytes) -> None: ...
+    async def write(self, data: bytes, *, last: bool = False) -> None: ...
 
 
 Call = Callable[[Lane], Awaitable[T]]
@@ -204,7 +204,7 @@ class Engine:
 
     async def _post(self, lane: Lane, req: UpstreamRequest) -> Response:
         """Send the provider request; the lane's total timeout runs until the body's end."""
-        body = json.dumps(req.payload, separators=(",", ":")).encode()
+        body = fastjson.dumps(req.payload)
         return await self.upstreams.post(
             req.url,
             req.headers,
@@ -344,7 +344,8 @@ class Engine:
             except StreamError as exc:
                 problem = f"the provider failed mid-stream: {exc}"
             if frames:
-                await sink.write(frames[0] if len(frames) == 1 else b"".join(frames))
+                data = frames[0] if len(frames) == 1 else b"".join(frames)
+                await sink.write(data, last=tr.done)
                 frames = []
             if tr.done:
                 return True
@@ -574,7 +575,7 @@ def _no_lane(run: Run, route: str) -> errors.RouterError:
     """No lane of the route can serve: over budget (402) or unable (400), with each reason."""
     skipped = [(a.lane, a.detail) for a in run.record.attempts if a.route == route]
     listed = "; ".join(f"{lane}: {why}" for lane, why in skipped) or "the route has no lanes"
-    if skipped and all("budget" in why for _, why in skipped):
+    if run.decision.budget_rejected:
         return errors.budget_rejected(f"no lane of route {route!r} fits: {listed}.")
     return errors.RouterError(
         400,
@@ -586,6 +587,6 @@ def _no_lane(run: Run, route: str) -> errors.RouterError:
 
 def _json_or_none(raw: bytes) -> Any:
     try:
-        return json.loads(raw)
+        return fastjson.loads(raw)
     except ValueError:
         return None

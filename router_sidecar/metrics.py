@@ -43,23 +43,24 @@ class _CachedLabels:
     `remove` and `clear` drop the cached children with the real ones.
     """
 
-    _children: dict[tuple[Any, ...], Any]
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        self._children: dict[tuple[Any, ...], Any] = {}
+        super().__init__(*args, **kwargs)
 
     def labels(self, *values: Any, **kwargs: Any) -> Any:
         if kwargs:
             return super().labels(*values, **kwargs)  # type: ignore[misc]
-        cache = self.__dict__.setdefault("_children", {})
-        child = cache.get(values)
+        child = self._children.get(values)
         if child is None:
-            child = cache[values] = super().labels(*values)  # type: ignore[misc]
+            child = self._children[values] = super().labels(*values)  # type: ignore[misc]
         return child
 
     def remove(self, *values: Any) -> None:
-        self.__dict__.get("_children", {}).clear()
+        self._children.clear()
         super().remove(*values)  # type: ignore[misc]
 
     def clear(self) -> None:
-        self.__dict__.get("_children", {}).clear()
+        self._children.clear()
         super().clear()  # type: ignore[misc]
 
 

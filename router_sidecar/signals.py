@@ -153,13 +153,19 @@ def _int_hint(header: str, value: str, low: int, high: int, what: str) -> int:
     return number
 
 
+_NO_HINTS = Hints()
+
+
 def parse_hints(headers: Mapping[str, str]) -> Hints:
     """Read the `x-laneway-*` hint headers (names case-insensitive; empty values are absent)."""
     found: dict[str, str] = {}
     for name, value in headers.items():
-        lowered = name.lower()
-        if lowered.startswith(HINT_PREFIX) and value.strip():
-            found[lowered] = value.strip()
+        if name[:1] in "xX":  # most requests carry none: skip the others cheaply
+            lowered = name.lower()
+            if lowered.startswith(HINT_PREFIX) and value.strip():
+                found[lowered] = value.strip()
+    if not found:
+        return _NO_HINTS
 
     def token(header: str) -> str | None:
         return _token_hint(header, found[header]) if header in found else None
@@ -194,8 +200,8 @@ def estimate_tokens(text: str) -> int:
     runs closer to one token per character, so counting it that way errs on the large side, which
     is the safe side for context-window checks.
     """
-    if not text:
-        return 0
+    if text.isascii():
+        return -(-len(text) // 4)
     ascii_chars = len(text.encode("ascii", "ignore"))
     return -(-ascii_chars // 4) + (len(text) - ascii_chars)
 
@@ -282,16 +288,21 @@ def extract_signals(body: Mapping[str, Any], hints: Hints) -> Signals:
         if not isinstance(message, Mapping):
             continue
         is_user = message.get("role") == "user"
-        texts = []
-        for kind, text in _parts(message.get("content")):
-            texts.append(text)
-            if kind in IMAGE_PART_TYPES:
-                vision = True
-            if is_user and kind in ATTACHMENT_PART_TYPES:
-                attachments += 1
+        content = message.get("content")
+        if isinstance(content, str):  # the usual shape, without the generator
+            texts = [content]
+        else:
+            texts = []
+            for kind, text in _parts(content):
+                texts.append(text)
+                if kind in IMAGE_PART_TYPES:
+                    vision = True
+                if is_user and kind in ATTACHMENT_PART_TYPES:
+                    attachments += 1
         if is_user:
             user_texts.extend(t for t in texts if t)
-        texts.extend(_call_arguments(message))
+        if "tool_calls" in message or "function_call" in message:
+            texts.extend(_call_arguments(message))
         for text in texts:
             chars += len(text)
             tokens += estimate_tokens(text)

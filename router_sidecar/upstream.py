@@ -165,23 +165,22 @@ class _Connection(asyncio.Protocol):
                 self._buf.clear()
 
     def _read_head(self, head: bytes) -> None:
-        lines = head.split(b"\r\n")
+        lines = head.decode("latin-1").split("\r\n")
         parts = lines[0].split(None, 2)
-        if len(parts) < 2 or not parts[0].startswith(b"HTTP/1.") or not parts[1].isdigit():
+        if len(parts) < 2 or not parts[0].startswith("HTTP/1.") or not parts[1].isdigit():
             raise BrokenResponse(f"not an HTTP/1.x response: {lines[0][:60]!r}")
         status = int(parts[1])
         headers: dict[str, str] = {}
         for line in lines[1:]:
-            name, colon, value = line.partition(b":")
+            name, colon, value = line.partition(":")
             if not colon:
                 raise BrokenResponse(f"malformed header line: {line[:60]!r}")
-            key = name.strip().lower().decode("latin-1")
-            headers.setdefault(key, value.strip().decode("latin-1"))
+            headers.setdefault(name.strip().lower(), value.strip())
         if 100 <= status < 200:
             return  # an interim response (100 Continue, 103 Early Hints): the real one follows
         self.status, self.headers, self.head_done = status, headers, True
         connection = headers.get("connection", "").lower()
-        self.keep_alive = parts[0] == b"HTTP/1.1" and "close" not in connection
+        self.keep_alive = parts[0] == "HTTP/1.1" and "close" not in connection
         self._set_decoder(headers.get("content-encoding", "").lower().strip())
         self._set_framing(status, headers)
 

@@ -24,6 +24,7 @@ import time
 from collections.abc import Mapping
 from typing import Any
 
+from router_sidecar import fastjson
 from router_sidecar.config import Lane
 from router_sidecar.providers.base import (
     DONE_FRAME,
@@ -318,7 +319,7 @@ class AnthropicStream(StreamTranslator):
 
     def feed(self, event: str | None, data: str) -> list[bytes]:
         try:
-            obj = json.loads(data)
+            obj = fastjson.loads(data)
         except ValueError as exc:
             raise StreamError(f"unreadable stream event: {exc}") from exc
         if not isinstance(obj, dict):

@@ -115,12 +115,30 @@ class SSEDecoder:
 
     def feed(self, chunk: bytes) -> list[tuple[str | None, str]]:
         buffered = self._tail + chunk if self._tail else chunk
+        if b"\r" in buffered or self._data or self._event is not None:
+            return self._feed_lines(buffered)
+        # The usual stream: events that end in "\n\n". Cut after the last complete one and
+        # read each event whole; events with more than one line take the general path.
+        cut = buffered.rfind(b"\n\n")
+        if cut < 0:
+            self._tail = buffered
+            return []
+        self._tail = buffered[cut + 2 :]
+        events: list[tuple[str | None, str]] = []
+        # Decoding whole lines at once is safe: a UTF-8 sequence never spans a newline.
+        for block in buffered[:cut].decode("utf-8", "replace").split("\n\n"):
+            if block.startswith("data: ") and "\n" not in block:
+                events.append((None, block[6:]))
+            else:
+                events.extend(self._lines([*block.split("\n"), ""]))
+        return events
+
+    def _feed_lines(self, buffered: bytes) -> list[tuple[str | None, str]]:
         cut = buffered.rfind(b"\n")
         if cut < 0:
             self._tail = buffered
             return []
         self._tail = buffered[cut + 1 :]
-        # Decoding whole lines at once is safe: a UTF-8 sequence never spans a newline.
         return self._lines(buffered[:cut].decode("utf-8", "replace").split("\n"))
 
     def close(self) -> list[tuple[str | None, str]]:

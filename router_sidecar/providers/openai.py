@@ -8,10 +8,10 @@ for it too. Called by `engine.py` through `router_sidecar.providers.adapter_for`
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping
 from typing import Any
 
+from router_sidecar import fastjson
 from router_sidecar.config import Lane
 from router_sidecar.providers.base import (
     DONE_FRAME,
@@ -37,18 +37,21 @@ def _usage(obj: Any) -> Usage:
 def _content_chars(choices: Any) -> int:
     """Characters of text and tool-call arguments in a chunk's deltas or an answer's messages."""
     total = 0
+    # Parsed JSON holds dicts and lists: checking for those exactly is much cheaper than
+    # checking for the Mapping ABC, and this runs for every chunk of every stream.
     for choice in choices if isinstance(choices, list) else ():
-        if not isinstance(choice, Mapping):
+        if not isinstance(choice, dict):
             continue
         part = choice.get("delta") or choice.get("message")
-        if not isinstance(part, Mapping):
+        if not isinstance(part, dict):
             continue
         content = part.get("content")
         if isinstance(content, str):
             total += len(content)
-        for call in part.get("tool_calls") or ():
-            function = call.get("function") if isinstance(call, Mapping) else None
-            if isinstance(function, Mapping) and isinstance(function.get("arguments"), str):
+        calls = part.get("tool_calls")
+        for call in calls if isinstance(calls, list) else ():
+            function = call.get("function") if isinstance(call, dict) else None
+            if isinstance(function, dict) and isinstance(function.get("arguments"), str):
                 total += len(function["arguments"])
     return total
 
@@ -65,7 +68,7 @@ class OpenAIStream(StreamTranslator):
             self.done = True
             return [DONE_FRAME]
         try:
-            chunk = json.loads(data)
+            chunk = fastjson.loads(data)
         except ValueError as exc:
             raise StreamError(f"unreadable stream chunk: {exc}") from exc
         if not isinstance(chunk, dict):
@@ -73,10 +76,11 @@ class OpenAIStream(StreamTranslator):
         if "error" in chunk:
             raise StreamError("the provider reported an error in the stream", chunk)
         choices = chunk.get("choices")
-        self.output_chars += _content_chars(choices)
-        for choice in choices if isinstance(choices, list) else ():
-            if isinstance(choice, Mapping) and choice.get("finish_reason"):
-                self.finish_reason = choice["finish_reason"]
+        if isinstance(choices, list):
+            self.output_chars += _content_chars(choices)
+            for choice in choices:
+                if isinstance(choice, dict) and choice.get("finish_reason"):
+                    self.finish_reason = choice["finish_reason"]
         if chunk.get("usage"):
             self.usage = _usage(chunk["usage"])
             if not choices and not self._include_usage:

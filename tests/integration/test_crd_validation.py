@@ -172,6 +172,13 @@ def test_printer_columns_show_lane_health_and_which_lane_serves_each_route(
                             "message": "",
                             "lastTransitionTime": "2026-01-01T00:00:00Z",
                         },
+                        {
+                            "type": "Degraded",
+                            "status": "True",
+                            "reason": "RouteOnBackup",
+                            "message": "",
+                            "lastTransitionTime": "2026-01-01T00:00:00Z",
+                        },
                     ],
                 }
             }
@@ -184,13 +191,14 @@ def test_printer_columns_show_lane_health_and_which_lane_serves_each_route(
     wide = controlplane.kubectl("get", "lane", "fast-mini", "-n", namespace, "-o", "wide").stdout
     assert "https://api.openai.com/v1" in wide and "Timeout" in wide
 
+    # Which lane serves each route, and whether any route runs on a backup, show at a glance.
     policies = table(controlplane.kubectl("get", "rpol", "-n", namespace).stdout)
     assert policies[0][:4] == ["NAME", "MODE", "READY", "VERSION"]
-    assert ["support-bot", "enforce", "True", "sha256:0123456789abcdef"] in [
-        row[:4] for row in policies
-    ]
-    wide = controlplane.kubectl("get", "rpol", "support-bot", "-n", namespace, "-o", "wide").stdout
-    assert "fast=fast-mini-backup strong=strong-reasoning" in wide
+    assert policies[0][4:7] == ["ACTIVE-LANES", "DEGRADED", "AGE"]
+    row = next(row for row in policies if row[0] == "support-bot")
+    assert row[:4] == ["support-bot", "enforce", "True", "sha256:0123456789abcdef"]
+    assert " ".join(row[4:6]) == "fast=fast-mini-backup strong=strong-reasoning"
+    assert row[6] == "True"
 
 
 def test_kubectl_explain_describes_the_fields(controlplane: ControlPlane, crds: list[str]) -> None:

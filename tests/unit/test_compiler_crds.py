@@ -127,10 +127,11 @@ def test_policy_columns_read_ready_from_the_named_condition() -> None:
         "Mode",
         "Ready",
         "Version",
+        "Active-Lanes",
+        "Degraded",
         "Age",
     ]
     assert by_name["Ready"]["jsonPath"] == '.status.conditions[?(@.type=="Ready")].status'
-    assert by_name["Active-Lanes"]["priority"] == 1
     assert by_name["Active-Lanes"]["jsonPath"] == ".status.activeLanesSummary"
 
 

@@ -376,6 +376,37 @@ def test_on_exceed_reject_serves_no_lane_when_the_first_choice_is_over_budget():
 def test_on_exceed_reject_still_serves_when_the_first_choice_is_within_budget():
     decision = decide(budget_config(0.012, "reject"), signals_for("hi"), "fast")
     assert decision.lanes == ("fast-mini", "fast-mini-backup")
+    assert not decision.budget_rejected
+
+
+def test_a_decision_says_when_the_budget_left_no_lane():
+    rejected = decide(budget_config(0.012, "reject"), signals_for("hi"), "strong")
+    assert rejected.lanes == () and rejected.budget_rejected
+    every_lane_over = decide(budget_config(0.0000001), signals_for("hi"), "strong")
+    assert every_lane_over.lanes == () and every_lane_over.budget_rejected
+    one_lane_over = decide(budget_config(0.012), signals_for("hi"), "strong")
+    assert one_lane_over.lanes == ("strong-backup",) and not one_lane_over.budget_rejected
+
+
+def test_a_reject_after_a_lane_that_cannot_serve_still_counts_as_the_budget():
+    doc = guide_policy()
+    doc["budget"] = {"maxCostPerRequest": 0.012, "onExceed": "reject"}
+    doc["lanes"]["strong-reasoning"]["capabilities"] = []
+    doc["lanes"]["strong-backup"]["pricing"] = {"inputPerMillion": 100, "outputPerMillion": 100}
+    decision = decide(build(doc), signals_for("hi", tools=[WEATHER_TOOL]), "strong")
+    assert decision.lanes == ()
+    assert decision.skipped[0] == ("strong-reasoning", "missing capability tools")
+    assert decision.budget_rejected
+
+
+def test_skipping_lanes_that_cannot_serve_and_lanes_over_budget_is_no_budget_rejection():
+    doc = guide_policy()
+    doc["budget"] = {"maxCostPerRequest": 0.012, "onExceed": "skipLane"}
+    doc["lanes"]["strong-reasoning"]["capabilities"] = []
+    doc["lanes"]["strong-backup"]["pricing"] = {"inputPerMillion": 100, "outputPerMillion": 100}
+    decision = decide(build(doc), signals_for("hi", tools=[WEATHER_TOOL]), "strong")
+    assert decision.lanes == ()
+    assert not decision.budget_rejected
 
 
 def test_estimated_cost_is_prompt_at_input_price_plus_expected_output_at_output_price():

@@ -148,6 +148,29 @@ async def test_a_request_over_the_cost_budget_is_a_402(on_exceed: str) -> None:
         assert await sidecar.metric("laneway_requests_total", outcome="budget") == 1
 
 
+@pytest.mark.parametrize(("on_exceed", "status"), [("reject", 402), ("skipLane", 400)])
+async def test_a_lane_that_cannot_serve_before_one_over_budget_is_a_402_only_with_reject(
+    on_exceed: str, status: int
+) -> None:
+    def build(sims: dict[str, Any]) -> dict[str, Any]:
+        return policy_doc(
+            {
+                "plain": lane(sims["plain"].url, caps=[]),
+                "pricey": lane(sims["pricey"].url, inp=1000, out=1000),
+            },
+            {"fast": ["plain", "pricey"]},
+            budget={"maxCostPerRequest": 0.0001, "onExceed": on_exceed},
+        )
+
+    tools = [{"type": "function", "function": {"name": "f", "parameters": {}}}]
+    async with running({"plain": "openai", "pricey": "openai"}, build) as (sidecar, sims):
+        got, headers, body = await sidecar.chat("hi", tools=tools)
+        _assert_openai_error(got, headers, body, status)
+        assert "plain: missing capability tools" in body["error"]["message"]
+        assert "pricey: estimated cost" in body["error"]["message"]
+        assert sims["plain"].state["requests"] == sims["pricey"].state["requests"] == 0
+
+
 async def test_bad_requests_do_not_disturb_concurrent_good_ones() -> None:
     async with running(SIMS, _one_lane) as (sidecar, sims):
         sims["mini"].set_mode("ok", latency_ms=20)

@@ -3,7 +3,9 @@
 Called by `laneway.cli`. Loads and validates the config file (a bad one at start is exit code 2),
 reads provider keys from `--secrets-dir`, serves `router_sidecar.server.build_app` on
 `--host:--port`, reloads the config file when it changes, and, with `--watch-configmap`, also
-follows that ConfigMap through the Kubernetes API (`router_sidecar.kube_source`).
+follows that ConfigMap through the Kubernetes API (`router_sidecar.kube_source`). Both feed one
+`ConfigStore`; the API watch is authoritative, so once it has delivered a config, changes of the
+(lagging) file are ignored; see `router_sidecar.reload`.
 """
 
 from __future__ import annotations
@@ -97,6 +99,8 @@ async def _serve(
     # the garbage collector's full passes, which would otherwise walk it while requests wait.
     gc.freeze()
 
+    # The file watcher's first check runs before the API watch connects, so a file changed since
+    # start-up is applied then, and later file changes only while the API has delivered nothing.
     tasks = [asyncio.create_task(watch_file(store, args.config), name="config-file-watch")]
     if watch is not None:
         tasks.append(asyncio.create_task(_watch_configmap(args, store, watch), name="cm-watch"))

@@ -12,7 +12,10 @@ resourceVersion seen; when it says that version is too old (410), list again. An
 server down, 401/403 before the operator has bound the pod's ServiceAccount, TLS trouble) is
 logged once, and the loop retries with backoff up to 30 s while the sidecar keeps serving the
 config it has. The token file is re-read on every connection, as projected tokens rotate.
-docs/config-delivery.md describes the whole path.
+
+Its documents are applied as authoritative (`ConfigStore.apply_text(..., authoritative=True)`):
+once one has been served, the lagging mounted file can no longer step the sidecar back to an
+older version. docs/config-delivery.md describes the whole path.
 """
 
 from __future__ import annotations
@@ -212,7 +215,8 @@ class ConfigMapFollower:
             return
         self.last_text = text
         version = (configmap.get("metadata") or {}).get("resourceVersion")
-        self.store.apply_text(text, source=f"{self.where} (resourceVersion {version})")
+        self.store.apply_text(text, source=f"{self.where} (resourceVersion {version})",
+                              authoritative=True)
 
     def _serving(self) -> str:
         return self.store.current.version if self.store.current is not None else "none"

@@ -12,6 +12,14 @@ Sources: `watch_file` polls a file (mtime, inode, size) every half second, which
 atomic renames and the symlink swap Kubernetes does when a mounted ConfigMap changes;
 `router_sidecar.kube_source.watch_configmap` (in a pod) calls `apply_text` with what the API server
 sends. `cmd_serve.py` wires both; `server.py` subscribes its metrics.
+
+The API watch is authoritative: it passes `authoritative=True`, and once one of its documents
+has been applied, documents from other sources (the file) are ignored for the life of the
+process. The kubelet refreshes a mounted ConfigMap up to a minute after the API watch delivered
+the same change, so after two quick changes the file shows the older one: applying it would
+step the sidecar back. Until the API source has delivered a valid config (not yet connected,
+403 before the operator bound the pod's ServiceAccount, ConfigMap not created yet), the file
+keeps its say. docs/config-delivery.md explains the choice.
 """
 
 from __future__ import annotations
@@ -38,6 +46,8 @@ class ConfigStore:
         self.stale = False
         self.last_error: str | None = None
         self.last_text: str | None = None  # the newest document seen, good or bad
+        # The source of the last authoritative document applied; None until there is one.
+        self.authority: str | None = None
         self.secrets = secrets
         self._on_applied: list[Applied] = []
         self._on_rejected: list[Rejected] = []
@@ -52,21 +62,34 @@ class ConfigStore:
         if rejected is not None:
             self._on_rejected.append(rejected)
 
-    def apply_text(self, text: str, source: str) -> bool:
-        """Validate and apply a config document; False (and the old config kept) if it is bad."""
+    def apply_text(self, text: str, source: str, *, authoritative: bool = False) -> bool:
+        """Validate and apply a config document; True if it is what the store now serves.
+
+        False, and the old config kept, if it is bad or if it is not `authoritative` while an
+        authoritative source has already delivered (see the module docstring).
+        """
+        if text == self.last_text and self.current is not None and not self.stale:
+            # Exactly what is served already (both sources carry the same ConfigMap).
+            if authoritative:
+                self.authority = source
+            return True
+        if not authoritative and self.authority is not None:
+            self._ignore(source)
+            return False
         self.last_text = text
         try:
             config = load_config_text(text, source=source)
         except ConfigError as exc:
             self.reject(source, str(exc))
             return False
-        self.apply(config, source)
+        self.apply(config, source, text=text)
+        if authoritative:
+            self.authority = source
         return True
 
     def apply(self, config: RouterConfig, source: str, text: str | None = None) -> None:
         """Serve an already-validated config from now on (`text`: the document it came from)."""
-        if text is not None:
-            self.last_text = text
+        self.last_text = text
         previous = self.current
         if self.secrets is not None:
             self.secrets.refresh(config)
@@ -93,6 +116,13 @@ class ConfigStore:
         log.warning("Rejected config from %s, still serving %s: %s", source, kept, error)
         for listener in self._on_rejected:
             listener(source, error)
+
+    def _ignore(self, source: str) -> None:
+        # One line per change of the other source: the kubelet changes the file once per
+        # ConfigMap change, so this is never more frequent than the "Serving config" lines.
+        kept = self.current.version if self.current else "none"
+        log.info("Ignoring the new config from %s: following %s, which is authoritative; "
+                 "still serving %s", source, self.authority, kept)
 
     def refresh_secrets(self) -> None:
         if self.secrets is not None and self.current is not None:

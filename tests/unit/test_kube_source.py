@@ -1,7 +1,8 @@
 """The sidecar following its ConfigMap: list, watch, resume, re-list, and ride out failures.
 
 A small fake API server stands in for Kubernetes here so that every failure can be staged; the
-real API server path is covered by tests/integration/test_config_delivery.py.
+real API server path is covered by tests/integration/test_config_delivery.py. The last tests run
+the file watcher next to it on one store, as `laneway serve --watch-configmap` does.
 """
 
 from __future__ import annotations
@@ -9,6 +10,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import logging
+import os
+from collections.abc import AsyncIterator, Coroutine
 from pathlib import Path
 from typing import Any
 
@@ -17,14 +21,14 @@ from aiohttp import web
 
 from laneway_operator.compiler import compile_policy, render_config
 from router_sidecar.kube_source import watch_configmap
-from router_sidecar.reload import ConfigStore
+from router_sidecar.reload import ConfigStore, watch_file
 
 
-def config_text(default_route: str) -> str:
+def config_text(default_route: str, model: str = "m") -> str:
     lane = {
         "apiVersion": "routing.laneway.dev/v1alpha1", "kind": "ModelLane",
         "metadata": {"name": "a", "namespace": "ns"},
-        "spec": {"provider": {"type": "openai", "baseURL": "http://x/v1", "model": "m"},
+        "spec": {"provider": {"type": "openai", "baseURL": "http://x/v1", "model": model},
                  "pricing": {"inputPerMillion": 1, "outputPerMillion": 1},
                  "limits": {"contextWindow": 1000, "maxOutputTokens": 100}},
     }
@@ -48,6 +52,7 @@ class FakeApi:
 
     def __init__(self, token_file: Path) -> None:
         self.token_file = token_file
+        self.url = ""
         self.object = configmap(config_text("fast"), 10)
         self.forbidden = False
         self.lists: list[dict[str, str]] = []
@@ -73,7 +78,7 @@ class FakeApi:
 
 
 @pytest.fixture
-async def api(tmp_path: Path):
+async def fake_api(tmp_path: Path) -> AsyncIterator[FakeApi]:
     token_file = tmp_path / "token"
     token_file.write_text("token-1\n")
     fake = FakeApi(token_file)
@@ -84,16 +89,35 @@ async def api(tmp_path: Path):
     site = web.TCPSite(runner, "127.0.0.1", 0)
     await site.start()
     port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-    store = ConfigStore()
-    task = asyncio.create_task(watch_configmap(
-        "ns", "laneway-bot", store, api_url=f"http://127.0.0.1:{port}",
-        token_file=str(token_file), ca_file=None))
-    yield fake, store
+    fake.url = f"http://127.0.0.1:{port}"
+    yield fake
     fake.events.put_nowait(None)
-    task.cancel()
-    with contextlib.suppress(asyncio.CancelledError):
-        await task
     await runner.cleanup()
+
+
+@contextlib.asynccontextmanager
+async def running(*coroutines: Coroutine[Any, Any, None]) -> AsyncIterator[None]:
+    tasks = [asyncio.create_task(c) for c in coroutines]
+    try:
+        yield
+    finally:
+        for task in tasks:
+            task.cancel()
+        for task in tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+
+def following(fake: FakeApi, store: ConfigStore) -> Coroutine[Any, Any, None]:
+    return watch_configmap("ns", "laneway-bot", store, api_url=fake.url,
+                           token_file=str(fake.token_file), ca_file=None)
+
+
+@pytest.fixture
+async def api(fake_api: FakeApi) -> AsyncIterator[tuple[FakeApi, ConfigStore]]:
+    store = ConfigStore()
+    async with running(following(fake_api, store)):
+        yield fake_api, store
 
 
 async def eventually(check: Any, timeout: float = 5.0) -> None:
@@ -169,3 +193,117 @@ async def test_a_missing_kubernetes_environment_disables_the_watch_without_crash
     await watch_configmap("ns", "laneway-bot", ConfigStore())
 
     assert "KUBERNETES_SERVICE_HOST is not set" in caplog.text
+
+
+class Mount:
+    """A ConfigMap volume as the kubelet lays it out; `publish` is the kubelet's late sync."""
+
+    def __init__(self, root: Path, text: str) -> None:
+        self.root = root
+        self.syncs = 0
+        self.publish(text)
+        (root / "config.json").symlink_to("..data/config.json")
+        self.path = str(root / "config.json")
+
+    def publish(self, text: str) -> None:
+        self.syncs += 1
+        stamp = self.root / f"..sync{self.syncs}"
+        stamp.mkdir()
+        (stamp / "config.json").write_text(text)
+        (self.root / "..data_tmp").symlink_to(stamp.name)
+        os.replace(self.root / "..data_tmp", self.root / "..data")
+
+
+def version(text: str) -> str:
+    return str(json.loads(text)["version"])
+
+
+def serving(store: ConfigStore) -> str:
+    return store.current.version if store.current is not None else "none"
+
+
+@pytest.fixture
+def abc() -> tuple[str, str, str]:
+    """Three valid configs, in the order the operator writes them."""
+    return config_text("fast"), config_text("slow"), config_text("fast", model="m2")
+
+
+async def test_the_late_mounted_file_does_not_step_the_sidecar_back_to_an_older_config(
+    fake_api: FakeApi, abc: tuple[str, str, str], tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
+):
+    a, b, c = abc
+    mount = Mount(tmp_path, a)
+    fake_api.object = configmap(a, 10)
+    store = ConfigStore()
+    store.apply_text(a, source=mount.path)  # what `laneway serve` starts from
+    caplog.set_level(logging.INFO, logger="router_sidecar.reload")
+
+    async with running(watch_file(store, mount.path, interval_s=0.02),
+                       following(fake_api, store)):
+        await eventually(lambda: fake_api.watches)
+        fake_api.events.put_nowait({"type": "MODIFIED", "object": configmap(b, 21)})
+        fake_api.events.put_nowait({"type": "MODIFIED", "object": configmap(c, 22)})
+        await eventually(lambda: serving(store) == version(c))
+
+        mount.publish(b)  # the kubelet syncs the volume a minute later, to the older B
+        await eventually(lambda: "Ignoring" in caplog.text or serving(store) != version(c))
+        assert serving(store) == version(c)
+        assert not store.stale
+
+        mount.publish(c)  # and catches up
+        await asyncio.sleep(0.1)
+        assert serving(store) == version(c)
+    ignored = [r.getMessage() for r in caplog.records if "Ignoring" in r.getMessage()]
+    assert len(ignored) == 1 and "resourceVersion 22" in ignored[0]
+
+
+async def test_the_file_is_followed_until_the_api_delivers_a_config(
+    fake_api: FakeApi, abc: tuple[str, str, str], tmp_path: Path,
+):
+    a, b, c = abc
+    mount = Mount(tmp_path, a)
+    fake_api.object = configmap(c, 30)
+    fake_api.forbidden = True  # the operator has not bound the pod's ServiceAccount yet
+    store = ConfigStore()
+    store.apply_text(a, source=mount.path)
+
+    async with running(watch_file(store, mount.path, interval_s=0.02),
+                       following(fake_api, store)):
+        await eventually(lambda: fake_api.tokens)
+        mount.publish(b)
+        await eventually(lambda: serving(store) == version(b))
+
+        fake_api.forbidden = False
+        await eventually(lambda: serving(store) == version(c), timeout=10)
+        mount.publish(a)
+        await asyncio.sleep(0.1)
+        assert serving(store) == version(c)
+
+
+async def test_a_broken_config_from_the_api_or_the_file_never_replaces_the_good_one(
+    fake_api: FakeApi, abc: tuple[str, str, str], tmp_path: Path,
+):
+    a, b, c = abc
+    mount = Mount(tmp_path, a)
+    fake_api.object = configmap("{not json", 10)  # e.g. a newer operator's schema
+    store = ConfigStore()
+    store.apply_text(a, source=mount.path)
+
+    async with running(watch_file(store, mount.path, interval_s=0.02),
+                       following(fake_api, store)):
+        await eventually(lambda: fake_api.watches and store.stale)
+        assert serving(store) == version(a)
+        mount.publish("garbage: [")
+        await eventually(lambda: store.last_text == "garbage: [")
+        assert serving(store) == version(a)
+        mount.publish(b)  # a refused API document does not silence the file
+        await eventually(lambda: serving(store) == version(b))
+
+        fake_api.events.put_nowait({"type": "MODIFIED", "object": configmap(c, 11)})
+        await eventually(lambda: serving(store) == version(c))
+        fake_api.events.put_nowait({"type": "MODIFIED", "object": configmap("{broken", 12)})
+        await eventually(lambda: store.stale)
+        mount.publish("garbage again: [")
+        await asyncio.sleep(0.1)
+        assert serving(store) == version(c)

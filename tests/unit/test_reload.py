@@ -58,6 +58,90 @@ def test_a_broken_document_keeps_the_last_good_config_and_warns_once(
     assert not store.stale
 
 
+def _three_versions() -> tuple[str, str, str]:
+    """A, B, C: three valid documents, in the order the operator wrote them."""
+    return (text(_doc("http://127.0.0.1:9/v1", "a")), text(_doc("http://127.0.0.1:9/v1", "b")),
+            text(_doc("http://127.0.0.1:9/v1", "c")))
+
+
+def _version(document: str) -> str:
+    return str(json.loads(document)["version"])
+
+
+def test_after_the_authoritative_source_delivered_an_older_file_is_ignored_and_logged(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    a, b, c = _three_versions()
+    store = ConfigStore()
+    rejected: list[tuple[str, str]] = []
+    applied: list[RouterConfig] = []
+    store.subscribe(applied=applied.append, rejected=lambda s, e: rejected.append((s, e)))
+    store.apply_text(a, source="/etc/laneway/config.json")
+    assert store.apply_text(b, source="ConfigMap ns/cm (resourceVersion 21)", authoritative=True)
+    assert store.apply_text(c, source="ConfigMap ns/cm (resourceVersion 22)", authoritative=True)
+    caplog.set_level(logging.INFO, logger="router_sidecar.reload")
+
+    assert not store.apply_text(b, source="/etc/laneway/config.json")  # the kubelet, late
+
+    assert store.current is not None and store.current.version == _version(c)
+    assert not store.stale and rejected == [] and len(applied) == 3
+    [line] = [r for r in caplog.records if "Ignoring" in r.getMessage()]
+    assert line.levelno == logging.INFO
+    assert "/etc/laneway/config.json" in line.getMessage()
+    assert "resourceVersion 22" in line.getMessage() and _version(c) in line.getMessage()
+
+    # The file catching up to what is served is no change at all: no line, no listener call.
+    assert store.apply_text(c, source="/etc/laneway/config.json")
+    assert len([r for r in caplog.records if "Ignoring" in r.getMessage()]) == 1
+    assert len(applied) == 3
+
+
+def test_before_the_authoritative_source_delivered_the_file_is_applied() -> None:
+    a, b, _ = _three_versions()
+    store = ConfigStore()
+    store.apply_text(a, source="file")
+    assert store.apply_text(b, source="file")
+    assert store.current is not None and store.current.version == _version(b)
+    assert store.authority is None
+
+
+def test_a_refused_authoritative_document_leaves_the_file_in_charge() -> None:
+    a, b, _ = _three_versions()
+    store = ConfigStore()
+    store.apply_text(a, source="file")
+    assert not store.apply_text("{not json", source="cm", authoritative=True)
+    assert store.stale and store.authority is None
+
+    assert store.apply_text(b, source="file")
+    assert store.current is not None and store.current.version == _version(b)
+    assert not store.stale
+
+
+def test_a_broken_document_from_either_source_never_replaces_the_served_one() -> None:
+    a, _, c = _three_versions()
+    store = ConfigStore()
+    store.apply_text(a, source="file")
+    assert not store.apply_text("garbage: [", source="file")  # before the API delivered
+    assert store.current is not None and store.current.version == _version(a)
+    store.apply_text(c, source="cm", authoritative=True)
+
+    assert not store.apply_text("{not json", source="cm", authoritative=True)
+    assert store.stale
+    assert not store.apply_text("garbage: [", source="file")
+    assert store.current.version == _version(c)
+
+
+def test_applying_the_served_document_again_changes_nothing() -> None:
+    a, _, _ = _three_versions()
+    store = ConfigStore()
+    applied: list[RouterConfig] = []
+    store.subscribe(applied=applied.append)
+    store.apply_text(a, source="file")
+    assert store.apply_text(a, source="cm", authoritative=True)
+    assert applied == [store.current]
+    assert store.authority == "cm"
+
+
 async def test_reload_metrics_and_readiness_show_a_rejected_config() -> None:
     async with running({"a": "openai"}, lambda s: _doc(s["a"].url)) as (sidecar, sims):
         old = sidecar.store.current

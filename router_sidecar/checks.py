@@ -284,13 +284,18 @@ def check_answer(
     elapsed_ms: float,
 ) -> tuple[str, str] | None:
     """(trigger, detail) for the first active escalation trigger the answer sets off, or None."""
-    active = config.escalation.triggers
-    if not active:
+    checks = _active_checks(config.escalation.triggers)
+    if not checks:
         return None
     view = _read_answer(answer)
-    for trigger in ESCALATION_TRIGGERS:
-        if trigger in active:
-            detail = _CHECKS[trigger](config, body, view, signals, elapsed_ms)
-            if detail is not None:
-                return trigger, detail
+    for trigger, check in checks:
+        detail = check(config, body, view, signals, elapsed_ms)
+        if detail is not None:
+            return trigger, detail
     return None
+
+
+@lru_cache(maxsize=64)
+def _active_checks(active: frozenset[str]) -> tuple[tuple[str, _Check], ...]:
+    """The checks of the active triggers, in ESCALATION_TRIGGERS order."""
+    return tuple((t, _CHECKS[t]) for t in ESCALATION_TRIGGERS if t in active)

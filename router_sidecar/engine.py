@@ -4,7 +4,10 @@
 the config object the request started with, its body, signals and decision. `Engine.complete`
 serves a non-streaming request and returns the answer; `Engine.stream` serves a streaming one
 through a callback that opens the client's response only once the first upstream chunk is in hand.
-Both raise `errors.RouterError` for anything the client must see as an error.
+Both raise `errors.RouterError` for anything the client must see as an error. Provider calls go
+through the engine's `upstream.Upstreams` (keep-alive pools per provider host); stream bodies are
+cut into events by `providers.base.SSEDecoder`, and the frames of one upstream read reach the
+client in one write.
 
 Per lane: the circuit breaker and 429 cool-down in `resilience.LaneGuards` decide whether it may be
 called; a failure is classified (`errors.classify_*`) into a fallback trigger; a trigger listed in
@@ -111,9 +114,9 @@ class Run:
         rec.output_tokens += written
         rec.cost_usd += cost
         rec.cost_estimated = rec.cost_estimated or estimated
-        metrics.tokens.labels(lane.name, "input").inc(read)
-        metrics.tokens.labels(lane.name, "output").inc(written)
-        metrics.cost.labels(self.config.policy_name, route, lane.name).inc(cost)
+        metrics.count(metrics.tokens, (lane.name, "input"), read)
+        metrics.count(metrics.tokens, (lane.name, "output"), written)
+        metrics.count(metrics.cost, (self.config.policy_name, route, lane.name), cost)
 
 
 @dataclass
@@ -319,9 +322,11 @@ class Engine:
         finally:
             elapsed = time.monotonic() - opened.sent_at
             run.upstream_s += elapsed
-            self.metrics.upstream_duration.labels(
-                opened.lane.name, "ok" if clean else "broken"
-            ).observe(elapsed)
+            self.metrics.observe(
+                self.metrics.upstream_duration,
+                (opened.lane.name, "ok" if clean else "broken"),
+                elapsed,
+            )
             opened.close(clean)
             tr = opened.translator
             run.account(opened.lane, route, tr.usage, tr.output_chars, self.metrics)
@@ -475,13 +480,15 @@ class Engine:
                 elapsed = time.monotonic() - started
                 if not isinstance(result, OpenStream):
                     run.upstream_s += elapsed
-                    self.metrics.upstream_duration.labels(lane.name, "ok").observe(elapsed)
+                    self.metrics.observe(self.metrics.upstream_duration, (lane.name, "ok"), elapsed)
                 run.attempt(_attempt(lane, route, "ok", elapsed, 200, retries))
                 return result, None
 
             elapsed = time.monotonic() - started
             run.upstream_s += elapsed
-            self.metrics.upstream_duration.labels(lane.name, failure.outcome).observe(elapsed)
+            self.metrics.observe(
+                self.metrics.upstream_duration, (lane.name, failure.outcome), elapsed
+            )
             run.attempt(_attempt(lane, route, failure.outcome, elapsed, failure.status, retries,
                                  failure.message))
             self._note_failure(run.config, lane, failure)
@@ -582,7 +589,6 @@ def _no_lane(run: Run, route: str) -> errors.RouterError:
         f"No lane of route {route!r} can serve this request: {listed}.",
         code="no_capable_lane",
     )
-
 
 
 def _json_or_none(raw: bytes) -> Any:

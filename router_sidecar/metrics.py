@@ -1,10 +1,13 @@
 """The sidecar's Prometheus metrics, in their own registry (one per app, so tests can run many).
 
 `server.py` creates one `Metrics` per application and serves `render()` on `GET /metrics`;
-`engine.py`, `reload.py` and the handlers record into it. Every name carries the `laneway_` prefix
-and the label sets are the SPEC's. Label values are route, lane, rule and policy names from the
-config, a few fixed outcome words, and the config version: never prompt text, user ids or
-secrets, and always a bounded set.
+`engine.py`, `reload.py` and the handlers record into it. What every request records goes through
+`count` and `observe`. `count` only adds to a plain dict, which is added to the Prometheus counters
+when `/metrics` is read, so a scrape always sees every request that finished before it; the dict
+holds one number per label set, so it stays as small as the metrics themselves. Every name carries
+the `laneway_` prefix and the label sets are the SPEC's. Label values are route, lane, rule and
+policy names from the config, a few fixed outcome words, and the config version: never prompt text,
+user ids or secrets, and always a bounded set.
 """
 
 from __future__ import annotations
@@ -87,6 +90,24 @@ class Metrics:
         self._version: str | None = None
         self._lanes: set[str] = set()
         self.lane_states: Callable[[], Mapping[str, str]] | None = None
+        self._counts: dict[tuple[Any, tuple[str, ...]], float] = {}
+
+    # -- the request path -----------------------------------------------------------------------
+
+    def count(self, counter: Counter, labels: tuple[str, ...], amount: float = 1.0) -> None:
+        """Add `amount` to the counter's series with these label values (at the next scrape)."""
+        key = (counter, labels)
+        self._counts[key] = self._counts.get(key, 0.0) + amount
+
+    def observe(self, histogram: Histogram, labels: tuple[str, ...], value: float) -> None:
+        """Observe `value` in the histogram's series with these label values."""
+        (histogram.labels(*labels) if labels else histogram).observe(value)
+
+    def flush(self) -> None:
+        """Add the counts noted since the last flush to the Prometheus counters."""
+        counts, self._counts = self._counts, {}
+        for (counter, labels), amount in counts.items():
+            (counter.labels(*labels) if labels else counter).inc(amount)
 
     def _traffic(self, reg: CollectorRegistry) -> None:
         self.requests = Counter(
@@ -208,6 +229,7 @@ class Metrics:
             self.lane_state.labels(lane, name).set(1 if name == state else 0)
 
     def render(self) -> bytes:
+        self.flush()
         # Circuits move from open to half-open as time passes, so read the states at scrape time.
         if self.lane_states is not None:
             for lane, state in self.lane_states().items():

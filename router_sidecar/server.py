@@ -256,9 +256,11 @@ def _start_run(
     )
     rec.enforce_route, rec.enforce_rule = decision.enforce_route, decision.enforce_rule
     rec.enforce_score = decision.enforce_score
-    state.metrics.decisions.labels(
-        config.policy_name, _rule_label(decision), decision.enforce_route, config.mode
-    ).inc()
+    mt = state.metrics
+    mt.count(
+        mt.decisions,
+        (config.policy_name, _rule_label(decision), decision.enforce_route, config.mode),
+    )
     first = config.lanes[decision.lanes[0]] if decision.lanes else None
     budget_ms = signals.latency_budget_ms or config.latency_budget_ms
     budget_ms = budget_ms or (first.total_ms if first else 60_000)
@@ -310,10 +312,10 @@ def _finish(state: State, rec: DecisionRecord, run: Run | None, started: float) 
         rec.route, rec.lane = run.route or run.decision.route, run.lane
         rec.upstream_ms = run.upstream_s * 1000
         rec.reason = _reason(run)
-        mt.router_overhead.observe(max(0.0, total - run.upstream_s - run.waited_s))
+        mt.observe(mt.router_overhead, (), max(0.0, total - run.upstream_s - run.waited_s))
     policy = rec.policy
-    mt.requests.labels(policy, rec.route, rec.lane, rec.outcome or m.ERROR).inc()
-    mt.request_duration.labels(policy, rec.route).observe(total)
+    mt.count(mt.requests, (policy, rec.route, rec.lane, rec.outcome or m.ERROR))
+    mt.observe(mt.request_duration, (policy, rec.route), total)
     emit(rec)
 
 

@@ -248,6 +248,8 @@ def count_files(user_text: str) -> int:
 
 
 def _tool_names(body: Mapping[str, Any]) -> tuple[str, ...]:
+    if "tools" not in body and "functions" not in body:
+        return ()
     names: list[str] = []
     tools = body.get("tools")
     for tool in tools if isinstance(tools, list) else ():

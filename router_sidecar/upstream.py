@@ -525,11 +525,16 @@ class Upstreams:
     """Every provider connection pool of one sidecar, keyed by scheme, host and port."""
 
     def __init__(
-        self, *, limit: int = DEFAULT_LIMIT, keepalive_s: float = DEFAULT_KEEPALIVE_S
+        self,
+        *,
+        limit: int = DEFAULT_LIMIT,
+        keepalive_s: float = DEFAULT_KEEPALIVE_S,
+        tls: ssl.SSLContext | None = None,
     ) -> None:
+        """`tls` verifies https providers; by default the system's trust store does."""
         self._limit, self._keepalive_s = limit, keepalive_s
         self._pools: dict[tuple[str, str, int], _Pool] = {}
-        self._tls: ssl.SSLContext | None = None
+        self._tls = tls
 
     def _pool(self, key: tuple[str, str, int]) -> _Pool:
         pool = self._pools.get(key)

@@ -1,4 +1,4 @@
-"""The one interface every provider adapter implements, plus the SSE reader they share.
+"""The one interface every provider adapter implements, plus the SSE decoder for their streams.
 
 `engine.py` talks to a lane only through an adapter from `router_sidecar.providers.adapter_for`:
 `build_request` turns the client's OpenAI-shaped body into the provider's request,

@@ -36,23 +36,29 @@ def _usage(obj: Any) -> Usage:
 
 def _content_chars(choices: Any) -> int:
     """Characters of text and tool-call arguments in a chunk's deltas or an answer's messages."""
-    total = 0
+    if not isinstance(choices, list):
+        return 0
+    return sum(_choice_chars(choice) for choice in choices if isinstance(choice, dict))
+
+
+def _choice_chars(choice: dict[str, Any]) -> int:
     # Parsed JSON holds dicts and lists: checking for those exactly is much cheaper than
     # checking for the Mapping ABC, and this runs for every chunk of every stream.
-    for choice in choices if isinstance(choices, list) else ():
-        if not isinstance(choice, dict):
-            continue
-        part = choice.get("delta") or choice.get("message")
-        if not isinstance(part, dict):
-            continue
-        content = part.get("content")
-        if isinstance(content, str):
-            total += len(content)
-        calls = part.get("tool_calls")
-        for call in calls if isinstance(calls, list) else ():
-            function = call.get("function") if isinstance(call, dict) else None
-            if isinstance(function, dict) and isinstance(function.get("arguments"), str):
-                total += len(function["arguments"])
+    part = choice.get("delta") or choice.get("message")
+    if not isinstance(part, dict):
+        return 0
+    content = part.get("content")
+    total = len(content) if isinstance(content, str) else 0
+    calls = part.get("tool_calls")
+    return total + _call_chars(calls) if calls else total
+
+
+def _call_chars(calls: Any) -> int:
+    total = 0
+    for call in calls if isinstance(calls, list) else ():
+        function = call.get("function") if isinstance(call, dict) else None
+        if isinstance(function, dict) and isinstance(function.get("arguments"), str):
+            total += len(function["arguments"])
     return total
 
 
@@ -77,12 +83,22 @@ class OpenAIStream(StreamTranslator):
             raise StreamError("the provider reported an error in the stream", chunk)
         choices = chunk.get("choices")
         if isinstance(choices, list):
-            self.output_chars += _content_chars(choices)
             for choice in choices:
-                if isinstance(choice, dict) and choice.get("finish_reason"):
+                if not isinstance(choice, dict):
+                    continue
+                # _choice_chars, inlined for the usual delta: this runs for every chunk.
+                part = choice.get("delta") or choice.get("message")
+                if isinstance(part, dict):
+                    content = part.get("content")
+                    if isinstance(content, str):
+                        self.output_chars += len(content)
+                    if part.get("tool_calls"):
+                        self.output_chars += _call_chars(part["tool_calls"])
+                if choice.get("finish_reason"):
                     self.finish_reason = choice["finish_reason"]
-        if chunk.get("usage"):
-            self.usage = _usage(chunk["usage"])
+        usage = chunk.get("usage")
+        if usage:
+            self.usage = _usage(usage)
             if not choices and not self._include_usage:
                 return []  # the usage-only chunk the router asked for, not the client
         return [b"data: " + data.encode() + b"\n\n"]

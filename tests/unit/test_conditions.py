@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from router_sidecar.conditions import evaluate, first_keyword
 from router_sidecar.config import validate_condition
@@ -184,3 +188,35 @@ def test_keywords_still_match_when_case_folding_changes_the_text_length():
     assert evaluate({"keywordsAny": ["problem", "sql"]}, sig).short == "keywordsAny matched 'sql'"
     assert holds({"keywordsAll": ["straße", "sql"]}, sig)
     assert not holds({"keywordsAny": ["sqlite"]}, sig)
+
+
+# --- first_keyword against the rule it implements ----------------------------------------------
+
+KEYWORDS = ["why", "root cause", "ab", "b", "a b", "ss", "straße", "de", "debug", "c++", "k", "é"]
+PIECES = ["why", "Why", "WHY", "whyever", "root", "cause", "a", "ab", "b", "ß", "SS", "x_y",
+          "debug", "de", "bug", "c++", "é", "İ", "K", "k", "-", "_", "\n", "  "]
+
+
+def _first_by_rule(keywords: list[str], text: str) -> str | None:
+    """The keyword whose case-insensitive, whole-word match starts first; on a tie, the one
+    listed first."""
+    best = None
+    for keyword in keywords:
+        words = r"\s+".join(re.escape(w) for w in keyword.split())
+        match = re.search(rf"(?<!\w){words}(?!\w)", text, re.IGNORECASE)
+        if match is not None and (best is None or match.start() < best[0]):
+            best = (match.start(), keyword)
+    return None if best is None else best[1]
+
+
+SEPARATORS = [" ", "", ".", "\t"]
+
+
+@settings(max_examples=500, deadline=None)
+@given(
+    st.lists(st.sampled_from(KEYWORDS), min_size=1, max_size=5, unique=True),
+    st.lists(st.tuples(st.sampled_from(PIECES), st.sampled_from(SEPARATORS)), max_size=12),
+)
+def test_first_keyword_is_the_earliest_whole_word_match(keywords, pieces) -> None:
+    text = "".join(word + sep for word, sep in pieces)
+    assert first_keyword(keywords, text) == _first_by_rule(keywords, text)

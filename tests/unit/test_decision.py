@@ -12,6 +12,7 @@ from router_sidecar.decision import (
     DEFAULT_SIGNALS,
     UnknownModel,
     decide,
+    header_safe,
     lanes_for_route,
 )
 from router_sidecar.signals import Hints, Signals
@@ -440,6 +441,12 @@ def test_the_reason_is_header_safe_ascii_and_short():
     assert decision.reason.isascii()
     assert decision.reason.isprintable()
     assert len(decision.reason) <= 200
+
+
+@given(st.text(max_size=260))
+def test_header_safe_keeps_printable_ascii_and_marks_each_other_character(text: str) -> None:
+    marked = "".join(c if " " <= c <= "~" else "?" for c in text)
+    assert header_safe(text) == (marked if len(marked) <= 200 else marked[:197] + "...")
 
 
 # --- properties ------------------------------------------------------------------------------

@@ -8,7 +8,7 @@ import pytest
 
 from router_sidecar.config import Lane, Provider
 from router_sidecar.providers.base import DONE_FRAME, StreamError
-from router_sidecar.providers.openai import OpenAIAdapter, OpenAIStream
+from router_sidecar.providers.openai import OpenAIAdapter, OpenAIStream, answer_chars
 
 
 def _lane() -> Lane:
@@ -75,3 +75,12 @@ def test_an_answer_without_choices_is_unreadable() -> None:
         {"choices": [{"message": {"content": "a"}}], "usage": {"prompt_tokens": 1}}
     )
     assert usage.input_tokens == 1 and usage.output_tokens is None
+
+
+def test_streamed_and_whole_answers_count_text_and_tool_arguments_alike() -> None:
+    call = {"index": 0, "function": {"name": "f", "arguments": '{"a": 1}'}}
+    delta = {"content": "hi", "tool_calls": [call, "not a call"]}
+    tr = OpenAIStream(include_usage=False)
+    tr.feed(None, json.dumps({"choices": [{"index": 0, "delta": delta}, "junk"]}))
+    answer = {"choices": [{"index": 0, "message": delta}]}
+    assert tr.output_chars == answer_chars(answer) == len("hi") + len('{"a": 1}')

@@ -181,3 +181,37 @@ async def test_a_client_leaving_mid_stream_cancels_the_upstream_call() -> None:
             assert await sidecar.metric(
                 "laneway_upstream_duration_seconds_count", lane="slow", outcome="broken"
             ) == 1
+
+
+async def test_events_split_anywhere_by_the_network_reach_the_client_whole() -> None:
+    words = ["Split", " é", "vents", " arrive", " whole"]
+    chunks = [{"choices": [{"index": 0, "delta": {"content": w}}]} for w in words]
+    wire = b"".join(b"data: " + json.dumps(c).encode() + b"\r\n\r\n" for c in chunks)
+    wire += b"data: [DONE]\r\n\r\n"
+
+    async def chat(request: web.Request) -> web.StreamResponse:
+        resp = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
+        await resp.prepare(request)
+        for i in range(0, len(wire), 7):  # cuts through frames, lines and UTF-8 sequences
+            await resp.write(wire[i : i + 7])
+            await asyncio.sleep(0.001)
+        return resp
+
+    app = web.Application()
+    app.router.add_post("/v1/chat/completions", chat)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    await web.TCPSite(runner, "127.0.0.1", 0).start()
+    try:
+        url = f"http://127.0.0.1:{runner.addresses[0][1]}/v1"
+        doc = policy_doc({"split": lane(url)}, {"main": ["split"]})
+        async with Sidecar(store_for(doc)) as sidecar:
+            assert sidecar.session is not None
+            async with sidecar.session.post(
+                sidecar.url + "/v1/chat/completions", json=BODY
+            ) as resp:
+                frames = _frames(await resp.text())
+    finally:
+        await runner.cleanup()
+    assert frames[-1] == "[DONE]"
+    assert "".join(f["choices"][0]["delta"]["content"] for f in frames[:-1]) == "".join(words)

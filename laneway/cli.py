@@ -57,6 +57,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, default=4000)
     p.add_argument(
+        "--allow-remote-api",
+        action="store_true",
+        help="serve /v1/* to callers outside the pod too (default: loopback callers only)",
+    )
+    p.add_argument(
         "--secrets-dir",
         default="/var/run/secrets/laneway",
         metavar="DIR",

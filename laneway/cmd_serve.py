@@ -81,7 +81,11 @@ def _configmap_ref(value: str | None) -> tuple[str, str] | None:
 async def _serve(
     args: argparse.Namespace, store: ConfigStore, watch: tuple[str, str] | None
 ) -> int:
-    app = build_app(store, max_body_bytes=args.max_body_bytes)
+    app = build_app(
+        store,
+        max_body_bytes=args.max_body_bytes,
+        allow_remote_api=args.allow_remote_api,
+    )
     # Handler cancellation: a client that goes away cancels its upstream call at once.
     runner = web.AppRunner(
         app, access_log=None, handler_cancellation=True, shutdown_timeout=SHUTDOWN_GRACE_S

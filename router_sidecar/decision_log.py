@@ -67,6 +67,8 @@ class DecisionRecord:
     enforce_route: str | None = None
     enforce_rule: str | None = None
     enforce_score: int | None = None
+    enforce_lane: str | None = None
+    enforce_cost_usd: float | None = None
     lane: str = ""
     outcome: str = ""
     status: int = 200
@@ -114,6 +116,10 @@ class DecisionRecord:
                 "route": self.enforce_route,
                 "rule": self.enforce_rule,
                 "score": self.enforce_score,
+                "lane": self.enforce_lane,
+                "costUsd": (
+                    round(self.enforce_cost_usd, 8) if self.enforce_cost_usd is not None else None
+                ),
             }
         if self.would_escalate:
             out["wouldEscalate"] = self.would_escalate

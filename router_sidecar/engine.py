@@ -63,6 +63,15 @@ T = TypeVar("T")
 # the lane's time already, a 429 says when to come back, an overflow or refusal will repeat).
 RETRYABLE = frozenset({errors.SERVER_ERROR, errors.CONNECTION_ERROR})
 DEFAULT_COOL_DOWN_S = 1.0
+# Health skips (from screening or the lane guards) as the `reason` of laneway_fallbacks_total:
+# a lane ahead of the serving one that was skipped for its health is a fallback too.
+HEALTH_SKIPS = {
+    "phase Down": "down",
+    "circuitOpen": "circuitOpen",
+    "coolingDown": "coolingDown",
+    "probeInFlight": "probeInFlight",
+}
+DEADLINE_PASSED = "deadlinePassed"
 _CONNECTIONS_PER_HOST = 256
 _KEEPALIVE_S = 30.0
 
@@ -88,6 +97,8 @@ class Run:
     record: DecisionRecord
     started: float
     deadline: float
+    # The deadline comes from a latency budget (hint or policy), not just a lane's timeout.
+    budgeted: bool = False
     route: str = ""
     lane: str = ""
     escalations: int = 0
@@ -168,7 +179,8 @@ class StreamSink(Protocol):
     async def write(self, data: bytes, *, last: bool = False) -> None: ...
 
 
-Call = Callable[[Lane], Awaitable[T]]
+# A call to one lane, given the seconds it may take (the lane's timeout, or less in a budget).
+Call = Callable[[Lane, float], Awaitable[T]]
 
 
 class Engine:
@@ -205,15 +217,15 @@ class Engine:
     def _api_key(self, lane: Lane) -> str | None:
         return self.secrets.key_for(lane.name) if self.secrets is not None else None
 
-    async def _post(self, lane: Lane, req: UpstreamRequest) -> Response:
-        """Send the provider request; the lane's total timeout runs until the body's end."""
+    async def _post(self, lane: Lane, req: UpstreamRequest, total_s: float) -> Response:
+        """Send the provider request; `total_s` runs until the body's end."""
         body = fastjson.dumps(req.payload)
         return await self.upstreams.post(
             req.url,
             req.headers,
             body,
-            connect_s=lane.connect_ms / 1000,
-            total_s=lane.total_ms / 1000,
+            connect_s=min(lane.connect_ms / 1000, total_s),
+            total_s=total_s,
         )
 
     # -- non-streaming --------------------------------------------------------------------------
@@ -221,12 +233,13 @@ class Engine:
     async def complete(self, run: Run) -> LaneAnswer:
         """Serve a non-streaming request, escalating finished answers when a check fires."""
         self.budget.record_request()
-        route, lanes = run.decision.route, run.decision.lanes
-        self._note_skipped(run, route, run.decision.skipped)
+        route, lanes, skipped = run.decision.route, run.decision.lanes, run.decision.skipped
+        self._note_skipped(run, route, skipped)
         best: LaneAnswer | None = None
         while True:
+            call = partial(self._call_answer, run)
             try:
-                got = await self._try_lanes(run, route, lanes, partial(self._call_answer, run))
+                got = await self._try_lanes(run, route, lanes, skipped, call)
             except errors.RouterError:
                 if best is None:
                     raise
@@ -267,24 +280,25 @@ class Engine:
         self.metrics.escalations.labels(route, target, trigger).inc()
         return target
 
-    async def _call_answer(self, run: Run, lane: Lane) -> LaneAnswer:
+    async def _call_answer(self, run: Run, lane: Lane, limit_s: float) -> LaneAnswer:
         adapter = adapter_for(lane.provider.type)
-        req = adapter.build_request(lane, run.body, self._api_key(lane), stream=False)
+        key = self._api_key(lane)
+        req = adapter.build_request(lane, run.body, key, stream=False)
         started = time.monotonic()
         try:
-            resp = await self._post(lane, req)
+            resp = await self._post(lane, req, limit_s)
             raw = await resp.read()
         except (UpstreamError, TimeoutError) as exc:
-            raise LaneFailed(errors.classify_exception(exc)) from exc
+            raise LaneFailed(errors.classify_exception(exc, secret=key)) from exc
         status, retry_after = resp.status, resp.headers.get("retry-after")
         ms = (time.monotonic() - started) * 1000
         data = _json_or_none(raw)
         if status >= 300:
-            raise LaneFailed(errors.classify_status(status, data, retry_after))
+            raise LaneFailed(errors.classify_status(status, data, retry_after, secret=key))
         try:
             answer, usage = adapter.parse_answer(data)
         except ValueError as exc:
-            raise LaneFailed(errors.malformed_response(str(exc))) from exc
+            raise LaneFailed(errors.malformed_response(str(exc), secret=key)) from exc
         got = LaneAnswer(lane, answer, usage, ms, raw if adapter.type == "openai" else None)
         if self._refusal_falls_back(run, answer):
             raise LaneFailed(errors.refused("the lane refused low-risk work"), got)
@@ -314,7 +328,9 @@ class Engine:
         self._note_skipped(run, route, run.decision.skipped)
 
         call = partial(self._open_stream, run)
-        opened = await self._try_lanes(run, route, run.decision.lanes, call)
+        opened = await self._try_lanes(
+            run, route, run.decision.lanes, run.decision.skipped, call
+        )
         run.route, run.lane = route, opened.lane.name
         clean = False
         try:
@@ -347,7 +363,7 @@ class Engine:
                         break
                     frames.extend(tr.feed(event, data))
             except StreamError as exc:
-                problem = f"the provider failed mid-stream: {exc}"
+                problem = errors.mid_stream_problem(exc, self._api_key(opened.lane))
             if frames:
                 data = frames[0] if len(frames) == 1 else b"".join(frames)
                 await sink.write(data, last=tr.done)
@@ -377,30 +393,38 @@ class Engine:
         )
         raise StreamBroken(problem)
 
-    async def _open_stream(self, run: Run, lane: Lane) -> OpenStream:
+    async def _open_stream(self, run: Run, lane: Lane, limit_s: float) -> OpenStream:
+        """Open the stream; the first chunk must come within the lane's firstToken timeout
+        (or `limit_s` when the request's budget leaves less), the rest within its total."""
         adapter = adapter_for(lane.provider.type)
-        req = adapter.build_request(lane, run.body, self._api_key(lane), stream=True)
+        key = self._api_key(lane)
+        req = adapter.build_request(lane, run.body, key, stream=True)
         sent_at = time.monotonic()
         try:
-            async with asyncio.timeout(lane.first_token_ms / 1000):
-                resp = await self._post(lane, req)
+            async with asyncio.timeout(min(lane.first_token_ms / 1000, limit_s)):
+                resp = await self._post(lane, req, lane.total_ms / 1000)
                 try:
-                    return await self._first_frames(run, lane, adapter, resp, sent_at)
+                    return await self._first_frames(run, lane, adapter, resp, sent_at, key)
                 except BaseException:
                     resp.close()
                     raise
         except (UpstreamError, TimeoutError) as exc:
-            raise LaneFailed(errors.classify_exception(exc)) from exc
+            raise LaneFailed(errors.classify_exception(exc, secret=key)) from exc
 
     async def _first_frames(
-        self, run: Run, lane: Lane, adapter: ProviderAdapter, resp: Response, sent_at: float
+        self,
+        run: Run,
+        lane: Lane,
+        adapter: ProviderAdapter,
+        resp: Response,
+        sent_at: float,
+        key: str | None,
     ) -> OpenStream:
         """Read until the first frame for the client; the rest of that read stays pending."""
         if resp.status >= 300:
             data = _json_or_none(await resp.read())
-            raise LaneFailed(
-                errors.classify_status(resp.status, data, resp.headers.get("retry-after"))
-            )
+            retry_after = resp.headers.get("retry-after")
+            raise LaneFailed(errors.classify_status(resp.status, data, retry_after, secret=key))
         translator = adapter.stream_translator(include_usage=wants_usage(run.body))
         opened = OpenStream(lane, resp, translator, sent_at)
         try:
@@ -413,8 +437,8 @@ class Engine:
         except StreamError as exc:
             body = exc.body if isinstance(exc.body, Mapping) else None
             status = 500
-            failure = errors.classify_status(status, body) if body else None
-            raise LaneFailed(failure or errors.malformed_response(str(exc))) from exc
+            failure = errors.classify_status(status, body, secret=key) if body else None
+            raise LaneFailed(failure or errors.malformed_response(str(exc), secret=key)) from exc
         raise LaneFailed(errors.malformed_response("the stream ended before its first chunk"))
 
     # -- lanes, retries, fallback ---------------------------------------------------------------
@@ -423,26 +447,43 @@ class Engine:
         for lane, why in skipped:
             run.attempt(LaneAttempt(lane=lane, route=route, outcome="skipped", detail=why))
 
-    async def _try_lanes(self, run: Run, route: str, lanes: tuple[str, ...], call: Call[T]) -> T:
-        """The first lane's result that succeeds, in order; raises RouterError otherwise."""
+    async def _try_lanes(
+        self,
+        run: Run,
+        route: str,
+        lanes: tuple[str, ...],
+        skipped: tuple[tuple[str, str], ...],
+        call: Call[T],
+    ) -> T:
+        """The first lane's result that succeeds, in order; raises RouterError otherwise.
+
+        A lane ahead of the one called that was skipped for its health (or failed) makes the
+        call a fallback from it. With a latency budget, each lane but the last gets at most the
+        time left in it, so a stuck lane gives way to the next one within the budget."""
         if not lanes:
             raise _no_lane(run, route)
         triggers = run.config.fallback.triggers
-        previous: tuple[str, str] | None = None
+        previous = _health_skipped_ahead(run.config, route, lanes[0], skipped) if skipped else None
         refused: T | None = None
         min_context = 0
-        for name in lanes:
+        last = len(lanes) - 1
+        for i, name in enumerate(lanes):
             lane = run.config.lanes[name]
+            capped = run.budgeted and i < last
             skip = "contextTooSmall" if lane.context_window <= min_context else None
+            if skip is None and capped and run.deadline <= time.monotonic():
+                skip = DEADLINE_PASSED
             skip = skip or self.guards.acquire(name)
             if skip is not None:
                 run.attempt(LaneAttempt(lane=name, route=route, outcome=skip))
+                if previous is None and skip in HEALTH_SKIPS:
+                    previous = (name, skip)
                 continue
             if previous is not None:
                 run.fallbacks += 1
                 run.record.fallbacks += 1
                 self.metrics.fallbacks.labels(previous[0], name, previous[1]).inc()
-            result, failure = await self._call_with_retries(run, route, lane, call)
+            result, failure = await self._call_with_retries(run, route, lane, call, capped)
             if isinstance(result, LaneAnswer):
                 run.account(lane, route, result.usage, answer_chars(result.answer), self.metrics)
             if failure is None:
@@ -461,14 +502,17 @@ class Engine:
         raise errors.all_lanes_failed(route, _outcomes(run, route))
 
     async def _call_with_retries(
-        self, run: Run, route: str, lane: Lane, call: Call[T]
+        self, run: Run, route: str, lane: Lane, call: Call[T], capped: bool
     ) -> tuple[T | None, errors.UpstreamFailure | None]:
-        """(result, None) on success, else (the refused answer or None, the failure)."""
+        """(result, None) on success, else (the refused answer or None, the failure). `capped`:
+        each call ends by the request's deadline (a later lane can still serve)."""
         retries = 0
+        total_s = lane.total_ms / 1000
         while True:
             started = time.monotonic()
+            limit_s = min(total_s, max(run.deadline - started, 0.001)) if capped else total_s
             try:
-                result = await call(lane)
+                result = await call(lane, limit_s)
             except LaneFailed as exc:
                 failure, refused = exc.failure, exc.result
             except asyncio.CancelledError:
@@ -576,6 +620,23 @@ def _outcomes(run: Run, route: str) -> list[errors.AttemptOutcome]:
         for a in run.record.attempts
         if a.route == route
     ]
+
+
+def _health_skipped_ahead(
+    config: RouterConfig, route: str, first: str, skipped: tuple[tuple[str, str], ...]
+) -> tuple[str, str] | None:
+    """(lane, reason) of the first lane listed before `first` in the route that screening
+    skipped for its health, or None: the request falls back from it."""
+    spec = config.routes.get(route)
+    order = spec.lanes if spec is not None else ()
+    if first not in order:
+        return None
+    ahead = order[: order.index(first)]
+    for lane, why in skipped:
+        reason = HEALTH_SKIPS.get(why)
+        if reason is not None and lane in ahead:
+            return lane, reason
+    return None
 
 
 def _no_lane(run: Run, route: str) -> errors.RouterError:

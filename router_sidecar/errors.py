@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -42,6 +43,16 @@ _OVERFLOW_PHRASES = (
     "too many tokens",
 )
 _MAX_UPSTREAM_MESSAGE = 300
+REDACTED = "[redacted]"
+# Things in provider text that look like credentials: OpenAI/Anthropic keys, bearer tokens,
+# `key=` style parameters, and long base64 or hex runs (checked for a digit before redacting,
+# so long words and paths survive).
+_CREDENTIAL = re.compile(
+    r"sk-(?:ant-)?[A-Za-z0-9_\-]{6,}"
+    r"|(?i:bearer)\s+[A-Za-z0-9._~+/\-]+=*"
+    r"|(?i:\b(?:api[_-]?key|key|token|secret|access[_-]token)=)[^\s&\"',;]+"
+    r"|[A-Za-z0-9+/_\-]{32,}=*"
+)
 
 
 class RouterError(Exception):
@@ -141,6 +152,30 @@ def no_config() -> RouterError:
     )
 
 
+def remote_api_forbidden(remote: str | None) -> RouterError:
+    """A `/v1/*` request from outside the pod while the API is served to loopback only."""
+    return RouterError(
+        403,
+        f"The router's API is only served to the pod itself (loopback callers); this request "
+        f"came from {remote or 'an unknown address'}. Call it on 127.0.0.1 from the app's "
+        "container, or start `laneway serve` with --allow-remote-api to serve other callers.",
+        type="invalid_request_error",
+        code="permission_denied",
+        outcome="bad_request",
+    )
+
+
+def unknown_decision(decision_id: str) -> RouterError:
+    """Feedback names a decision id this sidecar did not hand out (or has forgotten)."""
+    return RouterError(
+        404,
+        f"Unknown decision id {decision_id!r}: send the x-laneway-decision-id of a recent "
+        "response from this router (each replica remembers its own last decisions).",
+        code="decision_not_found",
+        param="decision_id",
+    )
+
+
 def not_found(path: str) -> RouterError:
     return RouterError(404, f"Unknown path {path}.", code="unknown_url")
 
@@ -177,8 +212,37 @@ class UpstreamFailure:
         return "auth" if self.status in (401, 403) else "rejected"
 
 
-def _short(text: str) -> str:
-    text = " ".join(text.split())
+_CREDENTIAL_KEY = re.compile(r"(?i)(?:api[_-]?key|key|token|secret|access[_-]token)")
+
+
+def _redact_match(match: re.Match[str]) -> str:
+    found = match.group(0)
+    low = found[:6].lower()
+    if low.startswith("sk-"):
+        return REDACTED
+    if low == "bearer":
+        return "Bearer " + REDACTED
+    head, sep, _ = found.partition("=")
+    if sep and _CREDENTIAL_KEY.fullmatch(head):
+        return f"{head}={REDACTED}"
+    if any(c.isdigit() for c in found):  # a long run: a key or token, not a word
+        return REDACTED
+    return found
+
+
+def redact(text: str, secret: str | None = None) -> str:
+    """`text` with anything that looks like a credential (and `secret` itself) replaced.
+
+    The one place provider text is cleaned before it reaches a client, the decision log or a
+    log line: every upstream message goes through `_short`, which calls this.
+    """
+    if secret and secret in text:
+        text = text.replace(secret, REDACTED)
+    return _CREDENTIAL.sub(_redact_match, text)
+
+
+def _short(text: str, secret: str | None = None) -> str:
+    text = redact(" ".join(text.split()), secret)
     return text if len(text) <= _MAX_UPSTREAM_MESSAGE else text[:_MAX_UPSTREAM_MESSAGE] + "..."
 
 
@@ -219,10 +283,13 @@ def parse_retry_after(value: str | None) -> float | None:
     return seconds if 0 <= seconds <= 3600 else None
 
 
-def classify_status(status: int, body: Any, retry_after: str | None = None) -> UpstreamFailure:
-    """Map a non-2xx upstream response to a failure (see the module docstring)."""
+def classify_status(
+    status: int, body: Any, retry_after: str | None = None, *, secret: str | None = None
+) -> UpstreamFailure:
+    """Map a non-2xx upstream response to a failure (see the module docstring); `secret` is
+    the lane's API key, redacted from the message if the provider echoed it."""
     message, _ = _error_fields(body)
-    message = _short(message or f"HTTP {status}")
+    message = _short(message or f"HTTP {status}", secret)
     parsed_body = body if isinstance(body, Mapping) else None
     if status == 429:
         return UpstreamFailure(RATE_LIMITED, status, message, parse_retry_after(retry_after))
@@ -235,19 +302,24 @@ def classify_status(status: int, body: Any, retry_after: str | None = None) -> U
     return UpstreamFailure(None, status, message, body=parsed_body)
 
 
-def classify_exception(exc: BaseException) -> UpstreamFailure:
+def classify_exception(exc: BaseException, *, secret: str | None = None) -> UpstreamFailure:
     """Map a transport exception (`upstream.UpstreamError`, aiohttp's, a timeout) to a failure."""
     if isinstance(exc, (TimeoutError, asyncio.TimeoutError, aiohttp.ServerTimeoutError)):
         return UpstreamFailure(TIMEOUT, 0, "no answer within the lane's timeout")
     broken = (BrokenResponse, aiohttp.ClientPayloadError, aiohttp.ClientResponseError)
     if isinstance(exc, broken):
-        return UpstreamFailure(SERVER_ERROR, 0, _short(f"broken response: {exc}"))
-    return UpstreamFailure(CONNECTION_ERROR, 0, _short(f"{type(exc).__name__}: {exc}"))
+        return UpstreamFailure(SERVER_ERROR, 0, _short(f"broken response: {exc}", secret))
+    return UpstreamFailure(CONNECTION_ERROR, 0, _short(f"{type(exc).__name__}: {exc}", secret))
 
 
-def malformed_response(detail: str) -> UpstreamFailure:
+def malformed_response(detail: str, *, secret: str | None = None) -> UpstreamFailure:
     """A 2xx answer the router cannot read counts as a server error of that lane."""
-    return UpstreamFailure(SERVER_ERROR, 200, _short(f"unreadable answer: {detail}"))
+    return UpstreamFailure(SERVER_ERROR, 200, _short(f"unreadable answer: {detail}", secret))
+
+
+def mid_stream_problem(exc: BaseException, secret: str | None = None) -> str:
+    """What to tell the client (and the log) about a provider error event mid-stream."""
+    return _short(f"the provider failed mid-stream: {exc}", secret)
 
 
 def refused(detail: str) -> UpstreamFailure:
@@ -291,7 +363,9 @@ def all_lanes_failed(route: str, attempts: Sequence[AttemptOutcome]) -> RouterEr
     )
 
 
-_SKIP_OUTCOMES = frozenset({"skipped", "circuitOpen", "coolingDown", "probeInFlight"})
+_SKIP_OUTCOMES = frozenset(
+    {"skipped", "circuitOpen", "coolingDown", "probeInFlight", "deadlinePassed"}
+)
 
 
 def upstream_rejected(lane: str, failure: UpstreamFailure) -> RouterError:
@@ -318,7 +392,7 @@ def upstream_rejected(lane: str, failure: UpstreamFailure) -> RouterError:
         failure.status if 400 <= failure.status < 500 else 502,
         f"Lane {lane!r} rejected the request: {failure.message}",
         type="invalid_request_error" if 400 <= failure.status < 500 else "server_error",
-        code=code if isinstance(code, str) else "upstream_rejected",
-        param=param if isinstance(param, str) else None,
+        code=redact(code) if isinstance(code, str) else "upstream_rejected",
+        param=redact(param) if isinstance(param, str) else None,
         outcome="rejected",
     )

@@ -148,6 +148,12 @@ class Metrics:
             ["policy", "route", "lane"],
             registry=reg,
         )
+        self.observe_enforce_cost = Counter(
+            "laneway_observe_enforce_cost_usd",
+            "Observe mode: estimated USD enforce would have spent, on its route's first lane.",
+            ["policy", "route"],
+            registry=reg,
+        )
 
     def _routing(self, reg: CollectorRegistry) -> None:
         self.escalations = Counter(
@@ -182,8 +188,8 @@ class Metrics:
         )
         self.feedback = Counter(
             "laneway_feedback",
-            "Feedback on served answers (accepted, corrected).",
-            ["outcome"],
+            "Feedback on served answers (accepted, corrected), by the route that served them.",
+            ["outcome", "route"],
             registry=reg,
         )
 

@@ -14,8 +14,9 @@ import json
 import logging
 import os
 import time
+from collections import OrderedDict
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from aiohttp import web
@@ -23,7 +24,14 @@ from aiohttp import web
 from router_sidecar import errors, fastjson
 from router_sidecar import metrics as m
 from router_sidecar.config import RouterConfig
-from router_sidecar.decision import AUTO, Decision, UnknownModel, decide, header_safe
+from router_sidecar.decision import (
+    AUTO,
+    Decision,
+    UnknownModel,
+    decide,
+    estimate_cost,
+    header_safe,
+)
 from router_sidecar.decision_log import DecisionRecord, emit
 from router_sidecar.engine import Engine, Run, StreamBroken
 from router_sidecar.explain import explain
@@ -36,6 +44,8 @@ feedback_log = logging.getLogger("laneway.feedback")
 DEFAULT_MAX_BODY_BYTES = 4 * 1024 * 1024
 NONE = "-"  # header value when no route or lane was chosen
 FEEDBACK_OUTCOMES = ("accepted", "corrected")
+# Decisions remembered for /v1/feedback (about 15 MB at most).
+REMEMBERED_DECISIONS = 100_000
 _JSON = "application/json"
 _SSE_HEADERS = {
     "Content-Type": "text/event-stream",
@@ -44,12 +54,39 @@ _SSE_HEADERS = {
 }
 
 
+class RecentDecisions:
+    """The last `limit` decision ids this sidecar handed out, each with (policy, route): the
+    ids `/v1/feedback` accepts. Oldest forgotten first."""
+
+    def __init__(self, limit: int = REMEMBERED_DECISIONS) -> None:
+        self.limit = limit
+        self._ids: OrderedDict[str, tuple[str, str]] = OrderedDict()
+
+    def add(self, decision_id: str, policy: str, route: str) -> None:
+        ids = self._ids
+        ids[decision_id] = (policy, route)
+        if len(ids) > self.limit:
+            ids.popitem(last=False)
+
+    def get(self, decision_id: str) -> tuple[str, str] | None:
+        return self._ids.get(decision_id)
+
+
 @dataclass
 class State:
     store: ConfigStore
     engine: Engine
     metrics: m.Metrics
     max_body_bytes: int
+    allow_remote_api: bool = False
+    decisions: RecentDecisions = field(default_factory=RecentDecisions)
+
+
+def is_loopback(remote: str | None) -> bool:
+    """The transport peer is this host (127.0.0.0/8, ::1, or IPv4-mapped 127.x)."""
+    if not remote:
+        return False
+    return remote.startswith(("127.", "::ffff:127.")) or remote == "::1"
 
 
 STATE = web.AppKey("laneway_state", State)
@@ -261,8 +298,11 @@ def _start_run(
         mt.decisions,
         (config.policy_name, _rule_label(decision), decision.enforce_route, config.mode),
     )
+    if config.mode == "observe":
+        _enforce_cost(mt, config, signals, decision, rec)
     first = config.lanes[decision.lanes[0]] if decision.lanes else None
     budget_ms = signals.latency_budget_ms or config.latency_budget_ms
+    budgeted = bool(budget_ms)
     budget_ms = budget_ms or (first.total_ms if first else 60_000)
     return Run(
         config=config,
@@ -272,7 +312,21 @@ def _start_run(
         record=rec,
         started=started,
         deadline=started + budget_ms / 1000,
+        budgeted=budgeted,
     )
+
+
+def _enforce_cost(
+    mt: m.Metrics, config: RouterConfig, signals: Signals, decision: Decision, rec: DecisionRecord
+) -> None:
+    """Observe mode: what serving with enforce's route's first lane would have cost (the
+    estimate budget checks use), in the log and laneway_observe_enforce_cost_usd_total."""
+    route = config.routes.get(decision.enforce_route)
+    if route is None or not route.lanes:
+        return
+    cost = estimate_cost(config.lanes[route.lanes[0]], signals)
+    rec.enforce_lane, rec.enforce_cost_usd = route.lanes[0], cost
+    mt.count(mt.observe_enforce_cost, (config.policy_name, decision.enforce_route), cost)
 
 
 def _rule_label(decision: Decision) -> str:
@@ -313,6 +367,7 @@ def _finish(state: State, rec: DecisionRecord, run: Run | None, started: float) 
         rec.upstream_ms = run.upstream_s * 1000
         rec.reason = _reason(run)
         mt.observe(mt.router_overhead, (), max(0.0, total - run.upstream_s - run.waited_s))
+        state.decisions.add(rec.decision_id, rec.policy, rec.route)
     policy = rec.policy
     mt.count(mt.requests, (policy, rec.route, rec.lane, rec.outcome or m.ERROR))
     mt.observe(mt.request_duration, (policy, rec.route), total)
@@ -347,9 +402,12 @@ async def feedback(request: web.Request) -> web.Response:
     try:
         body = await _read_json(request, state.max_body_bytes)
         decision_id, outcome = _check_feedback(body)
+        known = state.decisions.get(decision_id)
+        if known is None:
+            raise errors.unknown_decision(decision_id)
     except errors.RouterError as exc:
         return _error_response(exc, rec, None)
-    state.metrics.feedback.labels(outcome).inc()
+    state.metrics.feedback.labels(outcome, known[1]).inc()
     feedback_log.info(
         "%s", json.dumps({"decisionId": decision_id, "feedback": outcome}, separators=(",", ":"))
     )
@@ -425,7 +483,15 @@ async def metrics_endpoint(request: web.Request) -> web.Response:
 
 @web.middleware
 async def _errors_middleware(request: web.Request, handler: Any) -> web.StreamResponse:
-    """Unknown paths, wrong methods and router bugs also answer in the OpenAI error shape."""
+    """Unknown paths, wrong methods and router bugs also answer in the OpenAI error shape; the
+    API (`/v1/*`) answers only loopback callers unless --allow-remote-api was given."""
+    if (
+        request.path.startswith("/v1/")
+        and not is_loopback(request.remote)
+        and not request.app[STATE].allow_remote_api
+    ):
+        err = errors.remote_api_forbidden(request.remote)
+        return _error_response(err, DecisionRecord(decision_id=_new_id()), None)
     try:
         return await handler(request)
     except web.HTTPException as exc:
@@ -449,13 +515,24 @@ async def _errors_middleware(request: web.Request, handler: Any) -> web.StreamRe
 
 
 def build_app(
-    store: ConfigStore, *, max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
+    store: ConfigStore,
+    *,
+    max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
+    allow_remote_api: bool = False,
 ) -> web.Application:
-    """The sidecar application serving `store.current`; closes its upstream pools on cleanup."""
+    """The sidecar application serving `store.current`; closes its upstream pools on cleanup.
+    `/v1/*` answers only loopback callers unless `allow_remote_api`; probes and /metrics
+    answer anyone."""
     metrics = m.Metrics()
     engine = Engine(metrics, secrets=store.secrets)
     app = web.Application(client_max_size=max_body_bytes, middlewares=[_errors_middleware])
-    app[STATE] = State(store=store, engine=engine, metrics=metrics, max_body_bytes=max_body_bytes)
+    app[STATE] = State(
+        store=store,
+        engine=engine,
+        metrics=metrics,
+        max_body_bytes=max_body_bytes,
+        allow_remote_api=allow_remote_api,
+    )
 
     def rejected(source: str, error: str) -> None:
         metrics.config_reload_failures.inc()

@@ -193,11 +193,29 @@ async def test_observe_mode_serves_the_default_route_and_records_what_enforce_wo
             "laneway_decisions_total", rule="technical", route="strong", mode="observe"
         ) == 1
         assert await sidecar.metric("laneway_requests_total", route="fast", outcome="ok") == 1
+        enforce_cost = await sidecar.metric(
+            "laneway_observe_enforce_cost_usd_total", policy="test-policy", route="strong"
+        )
     (line,) = _decision_lines(caplog)
     assert line["mode"] == "observe"
     assert line["route"] == "fast"
-    assert line["enforce"] == {"route": "strong", "rule": "technical", "score": None}
+    enforce = line["enforce"]
+    assert {k: enforce[k] for k in ("route", "rule", "score", "lane")} == {
+        "route": "strong", "rule": "technical", "score": None, "lane": "strong"
+    }
     assert line["wouldEscalate"].startswith("uncertain")
+    # What enforce would have spent on its (20x dearer) lane, next to what was spent.
+    assert enforce["costUsd"] == pytest.approx(enforce_cost, rel=1e-6)
+    assert enforce["costUsd"] > 5 * line["costUsd"] > 0
+
+
+async def test_enforce_mode_records_no_would_be_cost(caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO, logger="laneway.decisions")
+    async with running(THREE, _ladder()) as (sidecar, _):
+        await sidecar.chat("Why is this python loop slow?")
+        assert await sidecar.metric("laneway_observe_enforce_cost_usd_total") == 0
+    (line,) = _decision_lines(caplog)
+    assert "enforce" not in line
 
 
 @pytest.mark.parametrize(

@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from tests.e2e.harness import lane, policy_doc, running
+from tests.e2e.harness import lane, policy_doc, running, versioned
 
 ALL_TRIGGERS = ["rateLimited", "timeout", "serverError", "connectionError", "contextOverflow"]
 
@@ -257,3 +257,85 @@ async def test_when_every_lane_refuses_the_first_refusal_is_served_not_an_error(
         assert body["choices"][0]["message"]["content"].startswith("I'm sorry")
         # Both answers were paid for.
         assert await sidecar.metric("laneway_cost_usd_total", lane="b") > 0
+
+
+def _slow_primary(sims: dict[str, Any]) -> dict[str, Any]:
+    # The primary's own timeout (5 s) is far longer than the request budgets below.
+    return policy_doc(
+        {"a": lane(sims["a"].url, total_ms=5_000), "b": lane(sims["b"].url, total_ms=5_000)},
+        {"main": ["a", "b"]},
+        latency_budget_ms=300,
+    )
+
+
+@pytest.mark.parametrize("hint", [None, "250"])
+async def test_a_stuck_primary_gives_way_to_the_backup_within_the_latency_budget(
+    hint: str | None,
+) -> None:
+    async with running(TWO, _slow_primary) as (sidecar, sims):
+        sims["a"].set_mode("timeout")
+        headers = {"x-laneway-latency-budget-ms": hint} if hint else None
+        started = asyncio.get_running_loop().time()
+        status, got, body = await sidecar.chat("hello", headers=headers)
+        elapsed = asyncio.get_running_loop().time() - started
+        assert status == 200, body
+        assert got["x-laneway-lane"] == "b" and got["x-laneway-fallbacks"] == "1"
+        assert elapsed < 1.5  # the budget, not a's 5 s timeout
+        assert await sidecar.metric(
+            "laneway_fallbacks_total", from_lane="a", to_lane="b", reason="timeout"
+        ) == 1
+        assert await sidecar.metric(
+            "laneway_upstream_duration_seconds_count", lane="a", outcome="timeout"
+        ) == 1
+
+
+async def test_the_last_lane_keeps_its_own_timeout_past_the_budget() -> None:
+    def build(sims: dict[str, Any]) -> dict[str, Any]:
+        return policy_doc(
+            {"a": lane(sims["a"].url, total_ms=5_000)}, {"main": ["a"]}, latency_budget_ms=100
+        )
+
+    async with running({"a": "openai"}, build) as (sidecar, sims):
+        sims["a"].set_mode("ok", latency_ms=300)  # slower than the budget, nothing to fall to
+        status, headers, _ = await sidecar.chat("hello")
+        assert status == 200 and headers["x-laneway-lane"] == "a"
+
+
+def _health_skip(sims: dict[str, Any], trip: str) -> None:
+    sims["a"].set_mode("down" if trip == "circuitOpen" else "ratelimit")
+
+
+@pytest.mark.parametrize("reason", ["circuitOpen", "coolingDown"])
+async def test_backup_traffic_counts_as_fallback_while_the_primary_is_skipped(
+    reason: str,
+) -> None:
+    async with running(TWO, _two_lanes(breaker=1, cooldown_ms=10_000)) as (sidecar, sims):
+        _health_skip(sims, reason)
+        await sidecar.chat("trip the primary")  # a fails once: circuit open or cooling down
+        calls = sims["a"].state["requests"]
+        status, headers, _ = await sidecar.chat("hello")
+        assert status == 200 and headers["x-laneway-lane"] == "b"
+        assert sims["a"].state["requests"] == calls  # skipped, not called
+        assert headers["x-laneway-fallbacks"] == "1"
+        assert await sidecar.metric(
+            "laneway_fallbacks_total", from_lane="a", to_lane="b", reason=reason
+        ) == 1
+
+
+async def test_backup_traffic_counts_as_fallback_while_the_primary_is_down() -> None:
+    def build(sims: dict[str, Any]) -> dict[str, Any]:
+        doc = policy_doc(
+            {"a": lane(sims["a"].url), "b": lane(sims["b"].url), "c": lane(sims["c"].url)},
+            {"main": ["a", "b"], "other": ["c", "a"]},
+        )
+        doc["lanes"]["a"]["phase"] = "Down"
+        return versioned(doc)
+
+    async with running({**TWO, "c": "openai"}, build) as (sidecar, sims):
+        _, headers, _ = await sidecar.chat("hello")
+        assert headers["x-laneway-lane"] == "b" and headers["x-laneway-fallbacks"] == "1"
+        # A lane skipped behind the serving one is no fallback.
+        _, headers, _ = await sidecar.chat("hello", model="other")
+        assert headers["x-laneway-lane"] == "c" and headers["x-laneway-fallbacks"] == "0"
+        assert await sidecar.metric("laneway_fallbacks_total", reason="down") == 1
+        assert sims["a"].state["requests"] == 0

@@ -13,6 +13,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from router_sidecar.reload import ConfigStore
+from router_sidecar.server import RecentDecisions
 from tests.e2e.harness import Sidecar, lane, policy_doc, running, versioned
 
 LANEWAY_HEADERS = {
@@ -237,7 +238,9 @@ async def test_feedback_is_validated_and_counted(caplog: pytest.LogCaptureFixtur
             "/v1/feedback", {"decision_id": decision_id, "outcome": "corrected"}
         )
         assert status == 200 and body["recorded"] is True
-        assert await sidecar.metric("laneway_feedback_total", outcome="corrected") == 1
+        assert await sidecar.metric(
+            "laneway_feedback_total", outcome="corrected", route="fast"
+        ) == 1
 
         for bad in (
             {"decision_id": decision_id, "outcome": "meh"},
@@ -249,6 +252,34 @@ async def test_feedback_is_validated_and_counted(caplog: pytest.LogCaptureFixtur
             _assert_openai_error(status, headers, body, 400)
         assert await sidecar.metric("laneway_feedback_total") == 1
     assert any(decision_id in r.getMessage() for r in caplog.records)
+
+
+async def test_feedback_for_a_decision_this_router_never_made_is_a_404() -> None:
+    async with running(SIMS, _one_lane) as (sidecar, _):
+        made_up = "0123456789abcdef01234567"
+        status, headers, body = await sidecar.post(
+            "/v1/feedback", {"decision_id": made_up, "outcome": "accepted"}
+        )
+        _assert_openai_error(status, headers, body, 404)
+        assert body["error"]["param"] == "decision_id"
+        # Ids of explain answers are not served decisions either.
+        _, explained, _ = await sidecar.post(
+            "/v1/route/explain", {"messages": [{"role": "user", "content": "hi"}]}
+        )
+        status, _, _ = await sidecar.post(
+            "/v1/feedback",
+            {"decision_id": explained["x-laneway-decision-id"], "outcome": "accepted"},
+        )
+        assert status == 404
+        assert await sidecar.metric("laneway_feedback_total") == 0
+
+
+def test_the_decision_memory_forgets_the_oldest_ids_first() -> None:
+    recent = RecentDecisions(limit=3)
+    for i in range(5):
+        recent.add(f"id{i}", "p", f"r{i}")
+    assert recent.get("id0") is None and recent.get("id1") is None
+    assert recent.get("id4") == ("p", "r4") and recent.get("id2") == ("p", "r2")
 
 
 # The SPEC's metric families and their label sets.
@@ -264,7 +295,7 @@ SPEC_METRICS = {
     "laneway_retries": {"lane"},
     "laneway_lane_state": {"lane", "state"},
     "laneway_config_info": {"version"},
-    "laneway_feedback": {"outcome"},
+    "laneway_feedback": {"outcome", "route"},
     "laneway_decisions": {"policy", "rule", "route", "mode"},
 }
 
@@ -288,7 +319,9 @@ async def test_metrics_use_the_spec_names_and_labels() -> None:
         await sidecar.chat("hi")
         sims["mini"].set_mode("uncertain")
         await sidecar.chat("hi")
-        await sidecar.post("/v1/feedback", {"decision_id": "x", "outcome": "accepted"})
+        _, served, _ = await sidecar.chat("hi")
+        decision_id = served["x-laneway-decision-id"]
+        await sidecar.post("/v1/feedback", {"decision_id": decision_id, "outcome": "accepted"})
         status, text = await sidecar.get("/metrics")
     assert status == 200
     families = {f.name: f for f in text_string_to_metric_families(text)}

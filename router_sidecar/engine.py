@@ -16,7 +16,9 @@ called; a failure is classified (`errors.classify_*`) into a fallback trigger; a
 backoff, within the request's deadline and while the retry budget allows. A `contextOverflow`
 skips later lanes whose context window is no larger. A finished non-streaming answer goes through
 `checks.check_answer`; when a trigger fires, the request moves along the escalation path (see
-docs/escalation.md for exactly what applies to streams).
+docs/escalation.md for exactly what applies to streams). What each lane call did, cost and
+counted as (attempt records, tokens, fallbacks) is recorded through `bookkeeping`; `Run`,
+`LaneAnswer` and `LaneFailed` live there and are imported from here too.
 """
 
 from __future__ import annotations
@@ -31,10 +33,20 @@ from functools import partial
 from typing import Any, Protocol, TypeVar
 
 from router_sidecar import errors, fastjson
+from router_sidecar.bookkeeping import (
+    HEALTH_SKIPS,
+    LaneAnswer,
+    LaneFailed,
+    Run,
+    health_skipped_ahead,
+    lane_attempt,
+    no_lane,
+    outcomes,
+)
 from router_sidecar.checks import check_answer, is_refusal
 from router_sidecar.config import Lane, RouterConfig
-from router_sidecar.decision import Decision, escalation_target, lanes_for_route
-from router_sidecar.decision_log import DecisionRecord, EscalationStep, LaneAttempt
+from router_sidecar.decision import escalation_target, lanes_for_route
+from router_sidecar.decision_log import EscalationStep, LaneAttempt
 from router_sidecar.metrics import Metrics
 from router_sidecar.providers import adapter_for
 from router_sidecar.providers.base import (
@@ -43,13 +55,11 @@ from router_sidecar.providers.base import (
     StreamError,
     StreamTranslator,
     UpstreamRequest,
-    Usage,
     wants_usage,
 )
 from router_sidecar.providers.openai import answer_chars
 from router_sidecar.resilience import LaneGuards, RetryBudget
 from router_sidecar.secrets import SecretStore
-from router_sidecar.signals import Signals
 from router_sidecar.upstream import Response, UpstreamError, Upstreams
 
 # One stream's events from one upstream read: (event name, data) pairs.
@@ -63,82 +73,9 @@ T = TypeVar("T")
 # the lane's time already, a 429 says when to come back, an overflow or refusal will repeat).
 RETRYABLE = frozenset({errors.SERVER_ERROR, errors.CONNECTION_ERROR})
 DEFAULT_COOL_DOWN_S = 1.0
-# Health skips (from screening or the lane guards) as the `reason` of laneway_fallbacks_total:
-# a lane ahead of the serving one that was skipped for its health is a fallback too.
-HEALTH_SKIPS = {
-    "phase Down": "down",
-    "circuitOpen": "circuitOpen",
-    "coolingDown": "coolingDown",
-    "probeInFlight": "probeInFlight",
-}
 DEADLINE_PASSED = "deadlinePassed"
 _CONNECTIONS_PER_HOST = 256
 _KEEPALIVE_S = 30.0
-
-
-class LaneFailed(Exception):
-    """A call to a lane failed; `result` is the answer anyway, for a refusal (which is served
-    if no later lane does better)."""
-
-    def __init__(self, failure: errors.UpstreamFailure, result: Any = None) -> None:
-        super().__init__(failure.message)
-        self.failure = failure
-        self.result = result
-
-
-@dataclass
-class Run:
-    """One chat completion request while the engine serves it."""
-
-    config: RouterConfig
-    body: Mapping[str, Any]
-    signals: Signals
-    decision: Decision
-    record: DecisionRecord
-    started: float
-    deadline: float
-    # The deadline comes from a latency budget (hint or policy), not just a lane's timeout.
-    budgeted: bool = False
-    route: str = ""
-    lane: str = ""
-    escalations: int = 0
-    fallbacks: int = 0
-    upstream_s: float = 0.0
-    waited_s: float = 0.0
-    notes: list[str] = field(default_factory=list)
-
-    def attempt(self, attempt: LaneAttempt) -> None:
-        self.record.attempts.append(attempt)
-
-    def account(
-        self, lane: Lane, route: str, usage: Usage, output_chars: int, metrics: Metrics
-    ) -> None:
-        """Add one answered call's tokens and cost (estimated when the provider sent no usage)."""
-        estimated = usage.input_tokens is None or usage.output_tokens is None
-        read = usage.input_tokens if usage.input_tokens is not None else self.signals.prompt_tokens
-        written = usage.output_tokens
-        if written is None:
-            written = -(-output_chars // 4)
-        cost = lane.cost(read, written)
-        rec = self.record
-        rec.input_tokens += read
-        rec.output_tokens += written
-        rec.cost_usd += cost
-        rec.cost_estimated = rec.cost_estimated or estimated
-        metrics.count(metrics.tokens, (lane.name, "input"), read)
-        metrics.count(metrics.tokens, (lane.name, "output"), written)
-        metrics.count(metrics.cost, (self.config.policy_name, route, lane.name), cost)
-
-
-@dataclass
-class LaneAnswer:
-    """A complete answer from one lane."""
-
-    lane: Lane
-    answer: dict[str, Any]
-    usage: Usage
-    ms: float
-    raw: bytes | None  # the provider's bytes when they are already the OpenAI answer
 
 
 @dataclass
@@ -234,7 +171,7 @@ class Engine:
         """Serve a non-streaming request, escalating finished answers when a check fires."""
         self.budget.record_request()
         route, lanes, skipped = run.decision.route, run.decision.lanes, run.decision.skipped
-        self._note_skipped(run, route, skipped)
+        run.note_skipped(route, skipped)
         best: LaneAnswer | None = None
         while True:
             call = partial(self._call_answer, run)
@@ -252,7 +189,7 @@ class Engine:
                 return got
             route = target
             lanes, skipped = lanes_for_route(run.config, route, run.signals, self.lane_unavailable)
-            self._note_skipped(run, route, skipped)
+            run.note_skipped(route, skipped)
 
     def _escalate(self, run: Run, route: str, got: LaneAnswer) -> str | None:
         """The route to escalate to after this answer, or None to serve it."""
@@ -325,12 +262,10 @@ class Engine:
         (raised as `errors.RouterError` only when nothing was sent yet)."""
         self.budget.record_request()
         route = run.decision.route
-        self._note_skipped(run, route, run.decision.skipped)
+        run.note_skipped(route, run.decision.skipped)
 
         call = partial(self._open_stream, run)
-        opened = await self._try_lanes(
-            run, route, run.decision.lanes, run.decision.skipped, call
-        )
+        opened = await self._try_lanes(run, route, run.decision.lanes, run.decision.skipped, call)
         run.route, run.lane = route, opened.lane.name
         clean = False
         try:
@@ -443,10 +378,6 @@ class Engine:
 
     # -- lanes, retries, fallback ---------------------------------------------------------------
 
-    def _note_skipped(self, run: Run, route: str, skipped: tuple[tuple[str, str], ...]) -> None:
-        for lane, why in skipped:
-            run.attempt(LaneAttempt(lane=lane, route=route, outcome="skipped", detail=why))
-
     async def _try_lanes(
         self,
         run: Run,
@@ -461,9 +392,9 @@ class Engine:
         call a fallback from it. With a latency budget, each lane but the last gets at most the
         time left in it, so a stuck lane gives way to the next one within the budget."""
         if not lanes:
-            raise _no_lane(run, route)
+            raise no_lane(run, route)
         triggers = run.config.fallback.triggers
-        previous = _health_skipped_ahead(run.config, route, lanes[0], skipped) if skipped else None
+        previous = health_skipped_ahead(run.config, route, lanes[0], skipped) if skipped else None
         refused: T | None = None
         min_context = 0
         last = len(lanes) - 1
@@ -480,9 +411,7 @@ class Engine:
                     previous = (name, skip)
                 continue
             if previous is not None:
-                run.fallbacks += 1
-                run.record.fallbacks += 1
-                self.metrics.fallbacks.labels(previous[0], name, previous[1]).inc()
+                run.fell_back(previous, name, self.metrics)
             result, failure = await self._call_with_retries(run, route, lane, call, capped)
             if isinstance(result, LaneAnswer):
                 run.account(lane, route, result.usage, answer_chars(result.answer), self.metrics)
@@ -499,7 +428,7 @@ class Engine:
             previous = (name, failure.trigger)
         if refused is not None:
             return refused
-        raise errors.all_lanes_failed(route, _outcomes(run, route))
+        raise errors.all_lanes_failed(route, outcomes(run, route))
 
     async def _call_with_retries(
         self, run: Run, route: str, lane: Lane, call: Call[T], capped: bool
@@ -525,7 +454,7 @@ class Engine:
                 if not isinstance(result, OpenStream):
                     run.upstream_s += elapsed
                     self.metrics.observe(self.metrics.upstream_duration, (lane.name, "ok"), elapsed)
-                run.attempt(_attempt(lane, route, "ok", elapsed, 200, retries))
+                run.attempt(lane_attempt(lane, route, "ok", elapsed, 200, retries))
                 return result, None
 
             elapsed = time.monotonic() - started
@@ -533,8 +462,11 @@ class Engine:
             self.metrics.observe(
                 self.metrics.upstream_duration, (lane.name, failure.outcome), elapsed
             )
-            run.attempt(_attempt(lane, route, failure.outcome, elapsed, failure.status, retries,
-                                 failure.message))
+            run.attempt(
+                lane_attempt(
+                    lane, route, failure.outcome, elapsed, failure.status, retries, failure.message
+                )
+            )
             self._note_failure(run.config, lane, failure)
             delay = self._retry_delay(run, lane, failure, retries)
             if delay is None:
@@ -591,65 +523,6 @@ class Engine:
 
 class StreamBroken(Exception):
     """A stream failed after its first chunk; the client got an SSE error event."""
-
-
-def _attempt(
-    lane: Lane,
-    route: str,
-    outcome: str,
-    elapsed_s: float,
-    status: int,
-    retries: int,
-    detail: str = "",
-) -> LaneAttempt:
-    return LaneAttempt(
-        lane=lane.name,
-        route=route,
-        outcome=outcome,
-        ms=elapsed_s * 1000,
-        status=status,
-        retries=retries,
-        detail=detail,
-    )
-
-
-def _outcomes(run: Run, route: str) -> list[errors.AttemptOutcome]:
-    """The attempts on one route, one line per lane call, for the all-failed message."""
-    return [
-        errors.AttemptOutcome(a.lane, a.outcome, a.detail)
-        for a in run.record.attempts
-        if a.route == route
-    ]
-
-
-def _health_skipped_ahead(
-    config: RouterConfig, route: str, first: str, skipped: tuple[tuple[str, str], ...]
-) -> tuple[str, str] | None:
-    """(lane, reason) of the first lane listed before `first` in the route that screening
-    skipped for its health, or None: the request falls back from it."""
-    spec = config.routes.get(route)
-    order = spec.lanes if spec is not None else ()
-    if first not in order:
-        return None
-    ahead = order[: order.index(first)]
-    for lane, why in skipped:
-        reason = HEALTH_SKIPS.get(why)
-        if reason is not None and lane in ahead:
-            return lane, reason
-    return None
-
-
-def _no_lane(run: Run, route: str) -> errors.RouterError:
-    """No lane of the route can serve: over budget (402) or unable (400), with each reason."""
-    skipped = [(a.lane, a.detail) for a in run.record.attempts if a.route == route]
-    listed = "; ".join(f"{lane}: {why}" for lane, why in skipped) or "the route has no lanes"
-    if run.decision.budget_rejected:
-        return errors.budget_rejected(f"no lane of route {route!r} fits: {listed}.")
-    return errors.RouterError(
-        400,
-        f"No lane of route {route!r} can serve this request: {listed}.",
-        code="no_capable_lane",
-    )
 
 
 def _json_or_none(raw: bytes) -> Any:

@@ -246,9 +246,13 @@ def test_a_lane_outage_reaches_the_running_sidecar_within_two_seconds(setup: Set
           f"ConfigMap -> sidecar serving it in {t_sidecar - t_cm:.2f}s")
     assert t_sidecar - t_cm < DELIVERY_BUDGET_S
 
+    # The sidecar goes straight to the backup: the Down primary is not even tried, and the
+    # response still counts the move as a fallback (so fallback-rate dashboards see the outage).
     assert setup.explained_lane() == "backup"
+    tried_before = setup.primary.state["requests"]
     headers, _ = setup.call("POST", "/v1/chat/completions", CHAT)
-    assert (headers["x-laneway-lane"], headers["x-laneway-fallbacks"]) == ("backup", "0")
+    assert (headers["x-laneway-lane"], headers["x-laneway-fallbacks"]) == ("backup", "1")
+    assert setup.primary.state["requests"] == tried_before
 
     setup.primary.set_mode("ok")
     t_ok = time.monotonic()

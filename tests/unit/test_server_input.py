@@ -217,7 +217,9 @@ async def test_readiness_reports_the_config_version_and_is_503_without_a_config(
     async with running(SIMS, _one_lane) as (sidecar, _):
         status, text = await sidecar.get("/readyz")
         assert status == 200
-        assert json.loads(text)["configVersion"] == sidecar.store.current.version  # type: ignore[union-attr]
+        current = sidecar.store.current
+        assert current is not None
+        assert json.loads(text)["configVersion"] == current.version
         assert (await sidecar.get("/healthz"))[0] == 200
 
     async with Sidecar(ConfigStore()) as empty:

@@ -383,3 +383,30 @@ def test_the_operator_works_with_only_the_rbac_the_helm_chart_grants(
         for doc in docs:
             if doc["kind"].startswith("Cluster"):
                 controlplane.kubectl("delete", doc["kind"], doc["metadata"]["name"], check=False)
+
+
+def test_a_slow_provider_does_not_delay_the_probes_of_other_lanes(
+    controlplane: ControlPlane, namespace: str, operators: list[OperatorProcess], tmp_path: Path
+) -> None:
+    # Every probe of the slow lane hangs for its whole 4 s timeout.
+    slow_probe = {"interval": "5s", "timeout": "4s", "failureThreshold": 1, "successThreshold": 1}
+    with SimulatedProvider(model="slow", latency_ms=10_000) as slow, \
+            SimulatedProvider(model="quick") as quick:
+        apply(controlplane, secret(namespace),
+              lane(namespace, "slow", slow.url, probe=slow_probe),
+              lane(namespace, "quick", quick.url),
+              policy(namespace, "bot", {"fast": ["quick", "slow"]}))
+        operators.append(start_operator(controlplane, tmp_path, namespace))
+        wait_for(lambda: lane_phase(controlplane, namespace, "quick") == "Healthy",
+                 timeout=20, what="lane quick Healthy")
+
+        # Meanwhile the quick lane keeps its own 1 s interval: serialised behind the slow
+        # lane's probes it would get at most one probe in this window.
+        before = quick.state["models_requests"]
+        time.sleep(3.5)
+        assert quick.state["models_requests"] - before >= 2
+
+        wait_for(lambda: lane_phase(controlplane, namespace, "slow") == "Down",
+                 timeout=20, what="lane slow Down after its probe timed out")
+        slow_lane = get(controlplane, "modellane", "slow", namespace)
+        assert slow_lane["status"]["lastProbe"]["result"] == "Timeout"

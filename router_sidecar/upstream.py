@@ -14,6 +14,15 @@ read-until-close bodies; gzip and deflate bodies decoded; 1xx interim responses 
 caller's total timeout runs from sending the request to the body's last byte, as aiohttp's
 did; the connect timeout covers opening the connection (and the TLS handshake).
 
+Egress proxies come from the environment, read once when `Upstreams` is built
+(`HTTPS_PROXY`, `HTTP_PROXY`, `NO_PROXY` and their lower-case forms, as `urllib` reads them). An
+https provider behind a proxy is reached through a `CONNECT` tunnel, with TLS to the provider
+inside it; an http provider gets its request in absolute form (`POST http://host/path`) sent to
+the proxy. `NO_PROXY` hosts go direct. Whether a pool goes through a proxy is decided once, when
+the pool is made, so the direct path pays one attribute test per request. A proxy that refuses
+the tunnel is a `ConnectFailed`. Proxy credentials (`http://user:password@proxy:3128`) become a
+`Proxy-Authorization` header and appear in no message or log line.
+
 Failures below HTTP raise `UpstreamError` subclasses, which `errors.classify_exception` maps
 to fallback triggers: `ConnectFailed` and `Disconnected` (nothing or only part of the head came
 back) are connection errors; `BrokenResponse` (not HTTP, bad framing, a body cut short) counts
@@ -24,13 +33,18 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import logging
 import ssl
 import time
 import zlib
 from collections import deque
 from collections.abc import Mapping
+from dataclasses import dataclass, field
 from functools import lru_cache
 from urllib.parse import unquote, urlsplit
+from urllib.request import getproxies, proxy_bypass_environment
+
+log = logging.getLogger(__name__)
 
 DEFAULT_LIMIT = 256
 DEFAULT_KEEPALIVE_S = 30.0
@@ -395,6 +409,88 @@ class Response:
 
 
 # ---------------------------------------------------------------------------------------------
+# Egress proxies.
+
+
+@dataclass(frozen=True, slots=True)
+class _Proxy:
+    """An http:// egress proxy; `auth` is its `Proxy-Authorization` header line, or b""."""
+
+    host: str
+    port: int
+    auth: bytes = field(default=b"", repr=False)
+
+    @property
+    def where(self) -> str:
+        return f"{_bracketed(self.host)}:{self.port}"
+
+    def connect_request(self, host: str, port: int) -> bytes:
+        target = f"{_bracketed(host)}:{port}"
+        head = f"CONNECT {target} HTTP/1.1\r\nHost: {target}\r\n".encode()
+        return head + self.auth + b"\r\n"
+
+
+def _parse_proxy(url: str | None) -> _Proxy | None:
+    """The proxy a `*_PROXY` value names, or None (unset or unusable: logged, without the value)."""
+    if not url:
+        return None
+    parts = urlsplit(url if "://" in url else f"http://{url}")
+    try:
+        port = parts.port or 80
+    except ValueError:
+        port = 0
+    if parts.scheme != "http" or not parts.hostname or not port:
+        log.warning(
+            "Ignoring an egress proxy setting: only http://host:port proxies are supported "
+            "(scheme %r); provider calls go direct", parts.scheme,
+        )
+        return None
+    auth = b""
+    if parts.username is not None:
+        pair = f"{unquote(parts.username)}:{unquote(parts.password or '')}"
+        auth = b"Proxy-Authorization: Basic %s\r\n" % base64.b64encode(pair.encode())
+    return _Proxy(parts.hostname, port, auth)
+
+
+def _bracketed(host: str) -> str:
+    return f"[{host}]" if ":" in host else host
+
+
+class _TunnelAnswer(asyncio.Protocol):
+    """Reads the proxy's answer to CONNECT; TLS to the provider takes the connection over next."""
+
+    def __init__(self) -> None:
+        self.head: asyncio.Future[bytes] = asyncio.get_running_loop().create_future()
+        self._buf = bytearray()
+
+    def data_received(self, data: bytes) -> None:
+        if self.head.done():
+            return
+        self._buf += data
+        end = self._buf.find(b"\r\n\r\n")
+        if end >= 0:
+            self.head.set_result(bytes(self._buf[:end]))
+        elif len(self._buf) > _MAX_HEAD_BYTES:
+            self.head.set_exception(ConnectFailed("the proxy's answer to CONNECT is too long"))
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if not self.head.done():
+            why = f": {exc}" if exc is not None else ""
+            self.head.set_exception(
+                ConnectFailed(f"the proxy closed the connection before answering CONNECT{why}")
+            )
+
+
+def _tunnel_status(head: bytes) -> tuple[int, str]:
+    """The status code and line of a proxy's answer to CONNECT (code 0 if it is not HTTP)."""
+    line = head.split(b"\r\n", 1)[0].decode("latin-1")
+    parts = line.split(None, 2)
+    if len(parts) < 2 or not parts[0].startswith("HTTP/1.") or not parts[1].isdigit():
+        return 0, line[:80]
+    return int(parts[1]), line[:80]
+
+
+# ---------------------------------------------------------------------------------------------
 # Pools.
 
 
@@ -409,9 +505,12 @@ class _Pool:
         tls: ssl.SSLContext | None,
         limit: int,
         keepalive_s: float,
+        proxy: _Proxy | None = None,
     ) -> None:
         self.loop, self.host, self.port, self.tls = loop, host, port, tls
-        self.limit, self.keepalive_s = limit, keepalive_s
+        self.limit, self.keepalive_s, self.proxy = limit, keepalive_s, proxy
+        # Plain http through a proxy: what follows the absolute-form request line, else None.
+        self.forward = proxy.auth if proxy is not None and tls is None else None
         self.idle: list[_Connection] = []
         self.in_use = 0
         self._queue: deque[asyncio.Future[None]] = deque()
@@ -446,21 +545,55 @@ class _Pool:
         return None
 
     async def _connect(self, connect_s: float) -> _Connection:
+        proxy = self.proxy
         try:
             async with asyncio.timeout(connect_s):
+                if proxy is not None and self.tls is not None:
+                    return await self._tunnel(proxy)
+                host, port = (self.host, self.port) if proxy is None else (proxy.host, proxy.port)
                 _, conn = await self.loop.create_connection(
                     lambda: _Connection(self),
-                    self.host,
-                    self.port,
+                    host,
+                    port,
                     ssl=self.tls,
                     server_hostname=self.host if self.tls is not None else None,
                 )
         except TimeoutError:
             raise
         except (OSError, ssl.SSLError) as exc:
-            where = f"{self.host}:{self.port}"
-            raise ConnectFailed(f"cannot connect to {where}: {exc.strerror or exc}") from exc
+            raise ConnectFailed(
+                f"cannot connect to {self._where()}: {exc.strerror or exc}"
+            ) from exc
         return conn
+
+    async def _tunnel(self, proxy: _Proxy) -> _Connection:
+        """A TLS connection to the provider inside a CONNECT tunnel through `proxy`."""
+        assert self.tls is not None
+        transport, answer = await self.loop.create_connection(
+            _TunnelAnswer, proxy.host, proxy.port
+        )
+        try:
+            transport.write(proxy.connect_request(self.host, self.port))
+            status, line = _tunnel_status(await answer.head)
+            if not 200 <= status < 300:
+                raise ConnectFailed(f"cannot connect to {self._where()}: the proxy answered "
+                                    f"CONNECT with {line!r}")
+            conn = _Connection(self)
+            tls_transport = await self.loop.start_tls(
+                transport, conn, self.tls, server_hostname=self.host
+            )
+        except BaseException:
+            transport.abort()
+            raise
+        assert tls_transport is not None
+        conn.connection_made(tls_transport)
+        return conn
+
+    def _where(self) -> str:
+        where = f"{_bracketed(self.host)}:{self.port}"
+        if self.proxy is not None:
+            where += f" through the proxy {self.proxy.where}"
+        return where
 
     def put_back(self, conn: _Connection) -> None:
         if conn.reusable():
@@ -485,8 +618,9 @@ class _Pool:
 
 
 @lru_cache(maxsize=256)
-def _target(url: str) -> tuple[tuple[str, str, int], bytes, str | None]:
-    """((scheme, host, port), the request line and Host header, basic auth) of a URL."""
+def _target(url: str) -> tuple[tuple[str, str, int], bytes, bytes, str | None]:
+    """((scheme, host, port), the request line and Host header in origin and in absolute form
+    (for a forward proxy), basic auth) of a URL."""
     parts = urlsplit(url)
     if parts.scheme not in ("http", "https") or not parts.hostname:
         raise ValueError(f"not an http(s) URL: {url!r}")
@@ -498,11 +632,12 @@ def _target(url: str) -> tuple[tuple[str, str, int], bytes, str | None]:
         shown += f":{port}"
     path = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
     line = f"POST {path} HTTP/1.1\r\nHost: {shown}\r\n".encode()
+    absolute = f"POST http://{shown}{path} HTTP/1.1\r\nHost: {shown}\r\n".encode()
     auth = None
     if parts.username is not None:
         pair = f"{unquote(parts.username)}:{unquote(parts.password or '')}"
         auth = "Basic " + base64.b64encode(pair.encode()).decode()
-    return (parts.scheme, host, port), line, auth
+    return (parts.scheme, host, port), line, absolute, auth
 
 
 def _header_lines(headers: Mapping[str, str], auth: str | None) -> bytes:
@@ -531,10 +666,18 @@ class Upstreams:
         keepalive_s: float = DEFAULT_KEEPALIVE_S,
         tls: ssl.SSLContext | None = None,
     ) -> None:
-        """`tls` verifies https providers; by default the system's trust store does."""
+        """`tls` verifies https providers; by default the system's trust store does.
+
+        The egress proxy settings are read from the environment here, once."""
         self._limit, self._keepalive_s = limit, keepalive_s
         self._pools: dict[tuple[str, str, int], _Pool] = {}
         self._tls = tls
+        self._proxy_env = getproxies()
+        self._proxies = {
+            scheme: proxy
+            for scheme in ("http", "https")
+            if (proxy := _parse_proxy(self._proxy_env.get(scheme))) is not None
+        }
 
     def _pool(self, key: tuple[str, str, int]) -> _Pool:
         pool = self._pools.get(key)
@@ -546,9 +689,17 @@ class Upstreams:
                     self._tls = ssl.create_default_context()
                 tls = self._tls
             loop = asyncio.get_running_loop()
-            pool = _Pool(loop, host, port, tls, self._limit, self._keepalive_s)
+            proxy = self._proxy_for(scheme, host)
+            pool = _Pool(loop, host, port, tls, self._limit, self._keepalive_s, proxy)
             self._pools[key] = pool
         return pool
+
+    def _proxy_for(self, scheme: str, host: str) -> _Proxy | None:
+        proxy = self._proxies.get(scheme)
+        if proxy is None or proxy_bypass_environment(host, self._proxy_env):
+            return None
+        log.debug("Provider %s reached through the proxy %s", host, proxy.where)
+        return proxy
 
     async def post(
         self,
@@ -560,8 +711,10 @@ class Upstreams:
         total_s: float,
     ) -> Response:
         """Send a POST and wait for the response head; the body is read from the Response."""
-        key, line, auth = _target(url)
+        key, line, absolute, auth = _target(url)
         pool = self._pool(key)
+        if pool.forward is not None:
+            line = absolute + pool.forward
         deadline = pool.loop.time() + total_s
         head = line + _header_lines(headers, auth) + _FIXED_HEADERS
         data = head + b"Content-Length: %d\r\n\r\n" % len(body) + body

@@ -134,7 +134,10 @@ async def serve(options: OperatorOptions) -> None:
     except (ConfigException, OSError) as exc:
         raise StartupError(f"no Kubernetes credentials: {exc}; run in a pod or set "
                            "KUBECONFIG") from exc
-    http = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0, force_close=True))
+    # trust_env: probes reach providers through HTTPS_PROXY/NO_PROXY like the sidecar does.
+    http = aiohttp.ClientSession(
+        connector=aiohttp.TCPConnector(limit=0, force_close=True), trust_env=True
+    )
     metrics = OperatorMetrics()
     runtime = Runtime(kube=kube, http=http, metrics=metrics, tuning=options.tuning,
                       keys=ApiKeys(kube))

@@ -7,6 +7,10 @@ about as much as the whole rest of the router (request and response objects, coo
 redirect handling, a task per connection wait), and the router only ever sends one kind of
 request: a POST with a small JSON body to a known base URL.
 
+This module holds the pools and `Upstreams`; one connection's response parsing is in
+`http1.py`, proxy settings and the CONNECT handshake in `egress_proxy.py`, the failure types in
+`upstream_errors.py`.
+
 What it does: one connection pool per scheme, host and port, used last-in first-out, at most
 `limit` connections in use per pool (further requests wait), idle connections dropped after
 `keepalive_s`; TLS with the system's default verification; `Content-Length`, chunked and
@@ -36,459 +40,44 @@ import base64
 import logging
 import ssl
 import time
-import zlib
 from collections import deque
 from collections.abc import Mapping
-from dataclasses import dataclass, field
 from functools import lru_cache
 from urllib.parse import unquote, urlsplit
 from urllib.request import getproxies, proxy_bypass_environment
+
+from router_sidecar.egress_proxy import (
+    Proxy,
+    TunnelAnswer,
+    bracketed,
+    parse_proxy,
+    tunnel_status,
+)
+from router_sidecar.http1 import Connection, Response
+from router_sidecar.upstream_errors import (
+    BrokenResponse,
+    ConnectFailed,
+    Disconnected,
+    UpstreamError,
+)
+
+__all__ = [
+    "DEFAULT_KEEPALIVE_S",
+    "DEFAULT_LIMIT",
+    "USER_AGENT",
+    "BrokenResponse",
+    "ConnectFailed",
+    "Disconnected",
+    "Response",
+    "UpstreamError",
+    "Upstreams",
+]
 
 log = logging.getLogger(__name__)
 
 DEFAULT_LIMIT = 256
 DEFAULT_KEEPALIVE_S = 30.0
 USER_AGENT = "laneway-router"
-
-_MAX_HEAD_BYTES = 64 * 1024
-_PAUSE_BYTES = 256 * 1024  # stop reading the socket while this much body waits for its reader
-
-# Body framing of one response.
-_NO_BODY, _LENGTH, _CHUNKED, _UNTIL_CLOSE = range(4)
-# Where a chunked body is: a size line, chunk data, the CRLF after the data, the trailers.
-_SIZE, _DATA, _DATA_END, _TRAILER = range(4)
-
-
-class UpstreamError(Exception):
-    """A provider call failed below HTTP."""
-
-
-class ConnectFailed(UpstreamError):
-    """The connection could not be opened: refused, unreachable, DNS or TLS failure."""
-
-
-class Disconnected(UpstreamError):
-    """The connection closed or broke before the response head was complete."""
-
-
-class BrokenResponse(UpstreamError):
-    """The provider's bytes are not a readable HTTP response, or its body was cut short."""
-
-
-# ---------------------------------------------------------------------------------------------
-# One connection: parses responses as bytes arrive and wakes the one reader waiting on it.
-
-
-class _Connection(asyncio.Protocol):
-    def __init__(self, pool: _Pool) -> None:
-        self.pool = pool
-        self.transport: asyncio.Transport | None = None
-        self.closed = False
-        self.active = False  # a request was sent and its response is not complete yet
-        self.idle_since = 0.0
-        self._loop = pool.loop
-        self._buf = bytearray()
-        self._waiter: asyncio.Future[None] | None = None
-        self._error: BaseException | None = None
-        self._paused = False
-        self._timer: asyncio.TimerHandle | None = None
-        self._start_response()
-
-    def _start_response(self) -> None:
-        self.status = 0
-        self.headers: dict[str, str] = {}
-        self.head_done = False
-        self.body_done = False
-        self.keep_alive = False
-        self._framing = _NO_BODY
-        self._remaining = 0
-        self._chunk_state = _SIZE
-        self._chunks: deque[bytes] = deque()
-        self._queued = 0
-        self._decoder: zlib._Decompress | None = None
-
-    # -- asyncio.Protocol ------------------------------------------------------------------------
-
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.transport = transport  # type: ignore[assignment]
-
-    def data_received(self, data: bytes) -> None:
-        if not self.active:
-            self.abort()  # bytes nobody asked for: the connection cannot be trusted any more
-            return
-        if self._buf:
-            self._buf += data
-        else:
-            self._buf = bytearray(data)
-        try:
-            self._parse()
-        except BrokenResponse as exc:
-            self._fail(exc)
-            return
-        if self._queued > _PAUSE_BYTES and not self._paused and self.transport is not None:
-            self._paused = True
-            self.transport.pause_reading()
-        self._wake()
-
-    def eof_received(self) -> bool:
-        return False  # close the transport; connection_lost follows
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        self.closed = True
-        if self.active and self._error is None:
-            try:
-                if self.head_done and self._framing == _UNTIL_CLOSE:
-                    self._finish_body()
-                else:
-                    self._error = self._lost_error(exc)
-            except BrokenResponse as broken:
-                self._error = broken
-        self._cancel_timer()
-        self._wake()
-
-    def _lost_error(self, exc: Exception | None) -> UpstreamError:
-        why = f": {exc}" if exc is not None else ""
-        if not self.head_done:
-            return Disconnected(f"the provider closed the connection before answering{why}")
-        return BrokenResponse(f"the connection closed before the answer was complete{why}")
-
-    # -- parsing ---------------------------------------------------------------------------------
-
-    def _parse(self) -> None:
-        while not self.head_done:
-            end = self._buf.find(b"\r\n\r\n")
-            if end < 0:
-                if len(self._buf) > _MAX_HEAD_BYTES:
-                    raise BrokenResponse("the response head is larger than 64 KiB")
-                return
-            head = bytes(self._buf[:end])
-            del self._buf[: end + 4]
-            self._read_head(head)
-        if not self.body_done and self._buf:
-            if self._framing == _CHUNKED:
-                self._parse_chunked()
-            elif self._framing == _LENGTH:
-                take = bytes(self._buf[: self._remaining])
-                del self._buf[: len(take)]
-                self._remaining -= len(take)
-                self._push(take)
-                if self._remaining == 0:
-                    self._finish_body()
-            elif self._framing == _UNTIL_CLOSE:
-                self._push(bytes(self._buf))
-                self._buf.clear()
-
-    def _read_head(self, head: bytes) -> None:
-        lines = head.decode("latin-1").split("\r\n")
-        parts = lines[0].split(None, 2)
-        if len(parts) < 2 or not parts[0].startswith("HTTP/1.") or not parts[1].isdigit():
-            raise BrokenResponse(f"not an HTTP/1.x response: {lines[0][:60]!r}")
-        status = int(parts[1])
-        headers: dict[str, str] = {}
-        for line in lines[1:]:
-            name, colon, value = line.partition(":")
-            if not colon:
-                raise BrokenResponse(f"malformed header line: {line[:60]!r}")
-            headers.setdefault(name.strip().lower(), value.strip())
-        if 100 <= status < 200:
-            return  # an interim response (100 Continue, 103 Early Hints): the real one follows
-        self.status, self.headers, self.head_done = status, headers, True
-        connection = headers.get("connection", "").lower()
-        self.keep_alive = parts[0] == "HTTP/1.1" and "close" not in connection
-        self._set_decoder(headers.get("content-encoding", "").lower().strip())
-        self._set_framing(status, headers)
-
-    def _set_framing(self, status: int, headers: Mapping[str, str]) -> None:
-        if status in (204, 304):
-            self._finish_body()
-        elif "chunked" in headers.get("transfer-encoding", "").lower():
-            self._framing = _CHUNKED
-        elif "content-length" in headers:
-            length = headers["content-length"]
-            if not length.isdigit():
-                raise BrokenResponse(f"bad Content-Length {length[:20]!r}")
-            self._framing, self._remaining = _LENGTH, int(length)
-            if self._remaining == 0:
-                self._finish_body()
-        else:
-            self._framing, self.keep_alive = _UNTIL_CLOSE, False
-
-    def _set_decoder(self, encoding: str) -> None:
-        if encoding in ("gzip", "x-gzip"):
-            self._decoder = zlib.decompressobj(16 + zlib.MAX_WBITS)
-        elif encoding == "deflate":
-            self._decoder = zlib.decompressobj(zlib.MAX_WBITS)
-
-    def _parse_chunked(self) -> None:
-        buf = self._buf
-        while buf and not self.body_done:
-            if self._chunk_state == _DATA:
-                take = bytes(buf[: self._remaining])
-                del buf[: len(take)]
-                self._remaining -= len(take)
-                self._push(take)
-                if self._remaining == 0:
-                    self._chunk_state = _DATA_END
-                continue
-            end = buf.find(b"\r\n")
-            if end < 0:
-                if len(buf) > _MAX_HEAD_BYTES:
-                    raise BrokenResponse("a chunk size line is too long")
-                return
-            line = bytes(buf[:end])
-            del buf[: end + 2]
-            if self._chunk_state == _DATA_END:
-                if line:
-                    raise BrokenResponse("chunk data longer than its declared size")
-                self._chunk_state = _SIZE
-            elif self._chunk_state == _SIZE:
-                self._start_chunk(line)
-            elif not line:  # _TRAILER: an empty line ends the trailers and the body
-                self._finish_body()
-
-    def _start_chunk(self, line: bytes) -> None:
-        size_text = line.split(b";", 1)[0].strip()
-        try:
-            size = int(size_text, 16)
-        except ValueError:
-            raise BrokenResponse(f"bad chunk size {size_text[:20]!r}") from None
-        if size < 0:
-            raise BrokenResponse(f"bad chunk size {size_text[:20]!r}")
-        if size == 0:
-            self._chunk_state = _TRAILER
-        else:
-            self._chunk_state, self._remaining = _DATA, size
-
-    def _push(self, data: bytes) -> None:
-        if self._decoder is not None:
-            try:
-                data = self._decoder.decompress(data)
-            except zlib.error as exc:
-                raise BrokenResponse(f"cannot decode the compressed body: {exc}") from None
-        if data:
-            self._chunks.append(data)
-            self._queued += len(data)
-
-    def _finish_body(self) -> None:
-        if self._decoder is not None:
-            try:
-                tail = self._decoder.flush()
-            except zlib.error as exc:
-                raise BrokenResponse(f"cannot decode the compressed body: {exc}") from None
-            if tail:
-                self._chunks.append(tail)
-            self._decoder = None
-        self.body_done = True
-        self.active = False
-        self._cancel_timer()
-
-    # -- waking the reader -----------------------------------------------------------------------
-
-    def _wake(self) -> None:
-        waiter = self._waiter
-        if waiter is not None and not waiter.done():
-            waiter.set_result(None)
-
-    def _fail(self, error: BaseException) -> None:
-        if self._error is None:
-            self._error = error
-        self.abort()
-        self._wake()
-
-    def time_out(self) -> None:
-        self._timer = None
-        self._fail(TimeoutError("no complete answer within the total timeout"))
-
-    def _cancel_timer(self) -> None:
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
-
-    async def wait(self) -> None:
-        """Until the protocol has news: head, body bytes, the end, or an error."""
-        if self._error is not None:
-            raise self._error
-        self._waiter = self._loop.create_future()
-        try:
-            await self._waiter
-        finally:
-            self._waiter = None
-        if self._error is not None:
-            raise self._error
-
-    # -- use by Response and _Pool ---------------------------------------------------------------
-
-    def send(self, data: bytes, deadline: float) -> None:
-        self._start_response()
-        self._error = None
-        self.active = True
-        self._timer = self._loop.call_at(deadline, self.time_out)
-        assert self.transport is not None
-        self.transport.write(data)
-
-    def take_chunks(self) -> bytes:
-        data = b"".join(self._chunks) if len(self._chunks) != 1 else self._chunks[0]
-        self._chunks.clear()
-        self._queued = 0
-        if self._paused and self.transport is not None and not self.closed:
-            self._paused = False
-            self.transport.resume_reading()
-        return data
-
-    def has_chunks(self) -> bool:
-        return bool(self._chunks)
-
-    def reusable(self) -> bool:
-        """The last response ended cleanly and the provider keeps the connection open."""
-        return (
-            not self.closed and self.keep_alive and self.body_done
-            and not self._chunks and not self._buf
-        )
-
-    def abort(self) -> None:
-        self._cancel_timer()
-        if not self.closed:
-            self.closed = True
-            if self.transport is not None:
-                self.transport.abort()
-
-
-# ---------------------------------------------------------------------------------------------
-# The response the caller reads.
-
-
-class Response:
-    """One provider response: status and lower-cased headers at once, the body as it comes."""
-
-    __slots__ = ("_conn", "_released", "headers", "status")
-
-    def __init__(self, conn: _Connection) -> None:
-        self._conn = conn
-        self._released = False
-        self.status = conn.status
-        self.headers: Mapping[str, str] = conn.headers
-
-    async def read(self) -> bytes:
-        """The whole body; the connection goes back to its pool when it allows."""
-        conn = self._conn
-        try:
-            while not conn.body_done:
-                await conn.wait()
-        except BaseException:
-            self.close()
-            raise
-        body = conn.take_chunks()
-        self.release()
-        return body
-
-    async def next_chunk(self) -> bytes:
-        """The body bytes that arrived since the last call (waiting for some); b"" at the end."""
-        conn = self._conn
-        try:
-            while not conn.has_chunks():
-                if conn.body_done:
-                    return b""
-                await conn.wait()
-        except BaseException:
-            self.close()
-            raise
-        return conn.take_chunks()
-
-    def release(self) -> None:
-        """Done with the response: keep the connection for the next call if it is reusable."""
-        if not self._released:
-            self._released = True
-            self._conn.pool.put_back(self._conn)
-
-    def close(self) -> None:
-        """Done with the response, dropping its connection (an answer cut off, a cancel)."""
-        if not self._released:
-            self._released = True
-            self._conn.abort()
-            self._conn.pool.put_back(self._conn)
-
-
-# ---------------------------------------------------------------------------------------------
-# Egress proxies.
-
-
-@dataclass(frozen=True, slots=True)
-class _Proxy:
-    """An http:// egress proxy; `auth` is its `Proxy-Authorization` header line, or b""."""
-
-    host: str
-    port: int
-    auth: bytes = field(default=b"", repr=False)
-
-    @property
-    def where(self) -> str:
-        return f"{_bracketed(self.host)}:{self.port}"
-
-    def connect_request(self, host: str, port: int) -> bytes:
-        target = f"{_bracketed(host)}:{port}"
-        head = f"CONNECT {target} HTTP/1.1\r\nHost: {target}\r\n".encode()
-        return head + self.auth + b"\r\n"
-
-
-def _parse_proxy(url: str | None) -> _Proxy | None:
-    """The proxy a `*_PROXY` value names, or None (unset or unusable: logged, without the value)."""
-    if not url:
-        return None
-    parts = urlsplit(url if "://" in url else f"http://{url}")
-    try:
-        port = parts.port or 80
-    except ValueError:
-        port = 0
-    if parts.scheme != "http" or not parts.hostname or not port:
-        log.warning(
-            "Ignoring an egress proxy setting: only http://host:port proxies are supported "
-            "(scheme %r); provider calls go direct", parts.scheme,
-        )
-        return None
-    auth = b""
-    if parts.username is not None:
-        pair = f"{unquote(parts.username)}:{unquote(parts.password or '')}"
-        auth = b"Proxy-Authorization: Basic %s\r\n" % base64.b64encode(pair.encode())
-    return _Proxy(parts.hostname, port, auth)
-
-
-def _bracketed(host: str) -> str:
-    return f"[{host}]" if ":" in host else host
-
-
-class _TunnelAnswer(asyncio.Protocol):
-    """Reads the proxy's answer to CONNECT; TLS to the provider takes the connection over next."""
-
-    def __init__(self) -> None:
-        self.head: asyncio.Future[bytes] = asyncio.get_running_loop().create_future()
-        self._buf = bytearray()
-
-    def data_received(self, data: bytes) -> None:
-        if self.head.done():
-            return
-        self._buf += data
-        end = self._buf.find(b"\r\n\r\n")
-        if end >= 0:
-            self.head.set_result(bytes(self._buf[:end]))
-        elif len(self._buf) > _MAX_HEAD_BYTES:
-            self.head.set_exception(ConnectFailed("the proxy's answer to CONNECT is too long"))
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        if not self.head.done():
-            why = f": {exc}" if exc is not None else ""
-            self.head.set_exception(
-                ConnectFailed(f"the proxy closed the connection before answering CONNECT{why}")
-            )
-
-
-def _tunnel_status(head: bytes) -> tuple[int, str]:
-    """The status code and line of a proxy's answer to CONNECT (code 0 if it is not HTTP)."""
-    line = head.split(b"\r\n", 1)[0].decode("latin-1")
-    parts = line.split(None, 2)
-    if len(parts) < 2 or not parts[0].startswith("HTTP/1.") or not parts[1].isdigit():
-        return 0, line[:80]
-    return int(parts[1]), line[:80]
-
 
 # ---------------------------------------------------------------------------------------------
 # Pools.
@@ -505,17 +94,17 @@ class _Pool:
         tls: ssl.SSLContext | None,
         limit: int,
         keepalive_s: float,
-        proxy: _Proxy | None = None,
+        proxy: Proxy | None = None,
     ) -> None:
         self.loop, self.host, self.port, self.tls = loop, host, port, tls
         self.limit, self.keepalive_s, self.proxy = limit, keepalive_s, proxy
         # Plain http through a proxy: what follows the absolute-form request line, else None.
         self.forward = proxy.auth if proxy is not None and tls is None else None
-        self.idle: list[_Connection] = []
+        self.idle: list[Connection] = []
         self.in_use = 0
         self._queue: deque[asyncio.Future[None]] = deque()
 
-    async def acquire(self, connect_s: float, deadline: float) -> _Connection:
+    async def acquire(self, connect_s: float, deadline: float) -> Connection:
         """A connection, new or idle; waits (until `deadline`) while `limit` are in use."""
         if self.in_use >= self.limit:
             slot = self.loop.create_future()
@@ -535,7 +124,7 @@ class _Pool:
             self._free_slot()
             raise
 
-    def _reuse(self) -> _Connection | None:
+    def _reuse(self) -> Connection | None:
         idle, now = self.idle, time.monotonic()
         while idle:
             conn = idle.pop()
@@ -544,7 +133,7 @@ class _Pool:
             conn.abort()
         return None
 
-    async def _connect(self, connect_s: float) -> _Connection:
+    async def _connect(self, connect_s: float) -> Connection:
         proxy = self.proxy
         try:
             async with asyncio.timeout(connect_s):
@@ -552,7 +141,7 @@ class _Pool:
                     return await self._tunnel(proxy)
                 host, port = (self.host, self.port) if proxy is None else (proxy.host, proxy.port)
                 _, conn = await self.loop.create_connection(
-                    lambda: _Connection(self),
+                    lambda: Connection(self),
                     host,
                     port,
                     ssl=self.tls,
@@ -566,19 +155,18 @@ class _Pool:
             ) from exc
         return conn
 
-    async def _tunnel(self, proxy: _Proxy) -> _Connection:
+    async def _tunnel(self, proxy: Proxy) -> Connection:
         """A TLS connection to the provider inside a CONNECT tunnel through `proxy`."""
         assert self.tls is not None
-        transport, answer = await self.loop.create_connection(
-            _TunnelAnswer, proxy.host, proxy.port
-        )
+        transport, answer = await self.loop.create_connection(TunnelAnswer, proxy.host, proxy.port)
         try:
             transport.write(proxy.connect_request(self.host, self.port))
-            status, line = _tunnel_status(await answer.head)
+            status, line = tunnel_status(await answer.head)
             if not 200 <= status < 300:
-                raise ConnectFailed(f"cannot connect to {self._where()}: the proxy answered "
-                                    f"CONNECT with {line!r}")
-            conn = _Connection(self)
+                raise ConnectFailed(
+                    f"cannot connect to {self._where()}: the proxy answered CONNECT with {line!r}"
+                )
+            conn = Connection(self)
             tls_transport = await self.loop.start_tls(
                 transport, conn, self.tls, server_hostname=self.host
             )
@@ -590,12 +178,12 @@ class _Pool:
         return conn
 
     def _where(self) -> str:
-        where = f"{_bracketed(self.host)}:{self.port}"
+        where = f"{bracketed(self.host)}:{self.port}"
         if self.proxy is not None:
             where += f" through the proxy {self.proxy.where}"
         return where
 
-    def put_back(self, conn: _Connection) -> None:
+    def put_back(self, conn: Connection) -> None:
         if conn.reusable():
             conn.idle_since = time.monotonic()
             self.idle.append(conn)
@@ -676,7 +264,7 @@ class Upstreams:
         self._proxies = {
             scheme: proxy
             for scheme in ("http", "https")
-            if (proxy := _parse_proxy(self._proxy_env.get(scheme))) is not None
+            if (proxy := parse_proxy(self._proxy_env.get(scheme))) is not None
         }
 
     def _pool(self, key: tuple[str, str, int]) -> _Pool:
@@ -694,7 +282,7 @@ class Upstreams:
             self._pools[key] = pool
         return pool
 
-    def _proxy_for(self, scheme: str, host: str) -> _Proxy | None:
+    def _proxy_for(self, scheme: str, host: str) -> Proxy | None:
         proxy = self._proxies.get(scheme)
         if proxy is None or proxy_bypass_environment(host, self._proxy_env):
             return None

@@ -104,8 +104,7 @@ spec:
 def test_examples_stored_by_the_server_compile_to_the_same_bytes_as_the_files(
     controlplane: ControlPlane, crds: list[str], namespace: str
 ) -> None:
-    objects = [in_namespace(obj, namespace) for obj in load_manifests([str(REPO / "examples")])]
-    controlplane.kubectl("apply", "-f", "-", input=yaml.safe_dump_all(objects))
+    objects = apply_examples(controlplane, namespace)
     lanes = {
         item["metadata"]["name"]: item
         for item in get_json(controlplane, namespace, "modellanes")["items"]
@@ -118,8 +117,7 @@ def test_examples_stored_by_the_server_compile_to_the_same_bytes_as_the_files(
 def test_printer_columns_show_lane_health_and_which_lane_serves_each_route(
     controlplane: ControlPlane, crds: list[str], namespace: str
 ) -> None:
-    objects = [in_namespace(obj, namespace) for obj in load_manifests([str(REPO / "examples")])]
-    controlplane.kubectl("apply", "-f", "-", input=yaml.safe_dump_all(objects))
+    apply_examples(controlplane, namespace)
     controlplane.kubectl(
         "patch",
         "-n",
@@ -209,8 +207,7 @@ def test_kubectl_explain_describes_the_fields(controlplane: ControlPlane, crds: 
 def test_a_status_update_cannot_change_the_spec(
     controlplane: ControlPlane, crds: list[str], namespace: str
 ) -> None:
-    objects = [in_namespace(obj, namespace) for obj in load_manifests([str(REPO / "examples")])]
-    controlplane.kubectl("apply", "-f", "-", input=yaml.safe_dump_all(objects))
+    apply_examples(controlplane, namespace)
     controlplane.kubectl(
         "patch",
         "-n",
@@ -243,6 +240,13 @@ def explain(controlplane: ControlPlane, field: str) -> str:
 
 def get_json(controlplane: ControlPlane, namespace: str, *what: str) -> dict[str, Any]:
     return json.loads(controlplane.kubectl("get", "-n", namespace, *what, "-o", "json").stdout)
+
+
+def apply_examples(controlplane: ControlPlane, namespace: str) -> list[dict[str, Any]]:
+    """Apply every manifest in examples/ into `namespace`; return the objects as applied."""
+    objects = [in_namespace(obj, namespace) for obj in load_manifests([str(REPO / "examples")])]
+    controlplane.kubectl("apply", "-f", "-", input=yaml.safe_dump_all(objects))
+    return objects
 
 
 def in_namespace(obj: dict[str, Any], namespace: str) -> dict[str, Any]:

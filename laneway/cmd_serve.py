@@ -19,7 +19,6 @@ import signal
 from collections.abc import Callable, Coroutine
 from typing import Any
 
-from aiohttp import web
 from prometheus_client import disable_created_metrics
 
 from laneway.errors import BadInput
@@ -86,18 +85,13 @@ async def _serve(
         max_body_bytes=args.max_body_bytes,
         allow_remote_api=args.allow_remote_api,
     )
-    # Handler cancellation: a client that goes away cancels its upstream call at once.
-    runner = web.AppRunner(
-        app, access_log=None, handler_cancellation=True, shutdown_timeout=SHUTDOWN_GRACE_S
-    )
-    await runner.setup()
     try:
-        await web.TCPSite(runner, args.host, args.port).start()
+        addresses = await app.serve(args.host, args.port)
     except OSError as exc:
-        await runner.cleanup()
+        await app.close(0)
         log.error("Cannot listen on %s:%s (%s); exiting", args.host, args.port, exc.strerror)
         return 1
-    port = runner.addresses[0][1] if runner.addresses else args.port
+    port = addresses[0][1] if addresses else args.port
     log.info("Router sidecar listening on http://%s:%s", args.host, port)
     # What was loaded so far (modules, the config) lives as long as the process: keep it out of
     # the garbage collector's full passes, which would otherwise walk it while requests wait.
@@ -121,7 +115,7 @@ async def _serve(
         for task in tasks:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
-        await runner.cleanup()
+        await app.close(SHUTDOWN_GRACE_S)
     return 0
 
 

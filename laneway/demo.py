@@ -25,7 +25,6 @@ from typing import Any, TextIO
 
 import aiohttp
 import yaml
-from aiohttp import web
 
 from laneway.errors import BadInput
 from laneway_operator.compiler import compile_policy, render_config
@@ -201,13 +200,12 @@ async def _sidecar(config_text: str, secrets_dir: Path) -> AsyncIterator[str]:
     store = ConfigStore(SecretStore(str(secrets_dir)))
     if not store.apply_text(config_text, source="demo"):
         raise RuntimeError(f"the compiled demo config did not load: {store.last_error}")
-    runner = web.AppRunner(build_app(store), access_log=None, handler_cancellation=True)
-    await runner.setup()
+    app = build_app(store)
     try:
-        await web.TCPSite(runner, "127.0.0.1", 0).start()
-        yield f"http://127.0.0.1:{runner.addresses[0][1]}"
+        addresses = await app.serve("127.0.0.1", 0)
+        yield f"http://127.0.0.1:{addresses[0][1]}"
     finally:
-        await runner.cleanup()
+        await app.close(grace_s=5)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -1,10 +1,12 @@
-"""The sidecar's HTTP surface: aiohttp routes, request parsing, response headers, metrics, log.
+"""The sidecar's HTTP surface: routes, request parsing, response headers, metrics, log.
 
-`build_app(store)` returns the application; `laneway serve` (`laneway.cmd_serve`) runs it, tests
-and `laneway demo` run it in-process. Handlers stay thin: they parse and check the body once,
-ask `decision.decide` for a decision, hand it to `engine.Engine`, and turn the result or the
-`errors.RouterError` into a response. Every `/v1/*` response carries the `x-laneway-*` headers;
-every chat completion ends with one decision-log line and its metrics, whatever the outcome.
+`build_app(store)` returns the application (`SidecarApp`); `laneway serve` (`laneway.cmd_serve`)
+runs it, tests and `laneway demo` run it in-process. `http_server.HttpServer` carries its
+requests and answers (a thin HTTP/1.1 layer on httptools, chosen for speed; see that module).
+Handlers stay thin: they parse and check the body once, ask `decision.decide` for a decision,
+hand it to `engine.Engine`, and turn the result or the `errors.RouterError` into a response.
+Every `/v1/*` response carries the `x-laneway-*` headers; every chat completion ends with one
+decision-log line and its metrics, whatever the outcome.
 """
 
 from __future__ import annotations
@@ -15,11 +17,9 @@ import logging
 import os
 import time
 from collections import OrderedDict
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
-
-from aiohttp import web
 
 from router_sidecar import errors, fastjson
 from router_sidecar import metrics as m
@@ -35,6 +35,7 @@ from router_sidecar.decision import (
 from router_sidecar.decision_log import DecisionRecord, emit
 from router_sidecar.engine import Engine, Run, StreamBroken
 from router_sidecar.explain import explain
+from router_sidecar.http_server import HttpServer, Request, Response, Stream
 from router_sidecar.reload import ConfigStore
 from router_sidecar.signals import HintError, Signals, extract_signals, parse_hints
 
@@ -89,23 +90,16 @@ def is_loopback(remote: str | None) -> bool:
     return remote.startswith(("127.", "::ffff:127.")) or remote == "::1"
 
 
-STATE = web.AppKey("laneway_state", State)
-
-
 # ---------------------------------------------------------------------------------------------
 # Parsing the request.
 
 
-async def _read_json(request: web.Request, limit: int) -> Any:
-    """The parsed body; 413 over `limit`, 400 when it is not JSON."""
-    if request.content_length is not None and request.content_length > limit:
+def _read_json(request: Request, limit: int) -> Any:
+    """The parsed body; 413 over `limit` (the server did not read it), 400 when it is not JSON."""
+    if request.too_large:
         raise errors.body_too_large(limit)
     try:
-        raw = await request.read()
-    except web.HTTPRequestEntityTooLarge as exc:
-        raise errors.body_too_large(limit) from exc
-    try:
-        return fastjson.loads(raw)
+        return fastjson.loads(request.body)
     except ValueError as exc:  # JSONDecodeError and UnicodeDecodeError are both ValueErrors
         raise errors.invalid_json(str(exc)) from exc
 
@@ -137,7 +131,7 @@ def _check_chat_body(body: Any) -> tuple[str, bool]:
 
 
 def _decide(
-    state: State, config: RouterConfig, body: Mapping[str, Any], request: web.Request, model: str
+    state: State, config: RouterConfig, body: Mapping[str, Any], request: Request, model: str
 ) -> tuple[Signals, Decision]:
     try:
         hints = parse_hints(request.headers)
@@ -193,53 +187,45 @@ def _reason(run: Run | None, error: errors.RouterError | None = None) -> str:
     return header_safe("; ".join(parts)) or NONE
 
 
-def _error_response(
-    exc: errors.RouterError, rec: DecisionRecord, run: Run | None
-) -> web.Response:
-    return web.Response(
-        status=exc.status,
-        body=json.dumps(exc.body()).encode(),
-        content_type=_JSON,
-        headers=_headers(rec, run, _reason(run, exc)),
-    )
+def _json(data: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
+    out = {"Content-Type": _JSON}
+    if headers:
+        out.update(headers)
+    return Response(status, json.dumps(data).encode(), out)
 
 
-class _EventStream(web.StreamResponse):
-    """An SSE response whose head goes out with its first bytes, in one send.
+def _error_response(exc: errors.RouterError, rec: DecisionRecord, run: Run | None) -> Response:
+    return _json(exc.body(), exc.status, _headers(rec, run, _reason(run, exc)))
 
-    aiohttp sends a StreamResponse's head on `prepare()` by itself; this class attribute (the one
-    aiohttp's own `Response` sets) makes it wait for the first write instead. The stream's first
-    bytes are written right after `prepare()`, so nothing is held back: only a send is saved.
-    """
 
-    _send_headers_immediately = False
+def error_answer(status: int, message: str) -> Response:
+    """The answer to a request the HTTP layer rejects before any handler sees it."""
+    code = {400: "malformed_request", 431: "request_header_too_large"}.get(status, "http_error")
+    error_type = "server_error" if status >= 500 else "invalid_request_error"
+    err = errors.RouterError(status, message, type=error_type, code=code)
+    return _error_response(err, DecisionRecord(decision_id=_new_id()), None)
 
 
 class _Sink:
-    """The client's stream: prepared on the first write, so earlier failures can fall back."""
+    """The client's stream: opened on the first write, so earlier failures can fall back."""
 
-    def __init__(self, request: web.Request, rec: DecisionRecord, run: Run) -> None:
+    def __init__(self, request: Request, rec: DecisionRecord, run: Run) -> None:
         self.request, self.rec, self.run = request, rec, run
-        self.response: web.StreamResponse | None = None
+        self.response: Stream | None = None
 
     async def write(self, data: bytes, *, last: bool = False) -> None:
-        """Send frames; `last` also ends the response (in the same send when it can)."""
+        """Send frames; `last` also ends the response (in the same send)."""
         if self.response is None:
             headers = {**_SSE_HEADERS, **_headers(self.rec, self.run, _reason(self.run))}
-            self.response = _EventStream(status=200, headers=headers)
-            await self.response.prepare(self.request)
-        if last:
-            await self.response.write_eof(data)
-        else:
-            await self.response.write(data)
+            self.response = self.request.open_stream(200, headers)
+        await self.response.write(data, last=last)
 
 
 # ---------------------------------------------------------------------------------------------
 # Chat completions.
 
 
-async def chat_completions(request: web.Request) -> web.StreamResponse:
-    state = request.app[STATE]
+async def chat_completions(state: State, request: Request) -> Response | Stream:
     started = time.monotonic()
     rec = DecisionRecord(decision_id=_new_id())
     run: Run | None = None
@@ -248,7 +234,7 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
         if config is None:
             raise errors.no_config()
         rec.policy, rec.mode, rec.config_version = config.policy_name, config.mode, config.version
-        body = await _read_json(request, state.max_body_bytes)
+        body = _read_json(request, state.max_body_bytes)
         model, stream = _check_chat_body(body)
         rec.requested_model, rec.stream = model, stream
         signals, decision = _decide(state, config, body, request, model)
@@ -258,11 +244,9 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
         got = await state.engine.complete(run)
         rec.outcome = m.OK
         payload = got.raw if got.raw is not None and not run.escalations else None
-        return web.Response(
-            body=payload or json.dumps(got.answer).encode(),
-            content_type=_JSON,
-            headers=_headers(rec, run, _reason(run)),
-        )
+        headers = _headers(rec, run, _reason(run))
+        headers["Content-Type"] = _JSON
+        return Response(200, payload or json.dumps(got.answer).encode(), headers)
     except errors.RouterError as exc:
         rec.outcome, rec.status, rec.error = exc.outcome, exc.status, exc.message
         return _error_response(exc, rec, run)
@@ -339,8 +323,8 @@ def _rule_label(decision: Decision) -> str:
 
 
 async def _serve_stream(
-    request: web.Request, state: State, rec: DecisionRecord, run: Run
-) -> web.StreamResponse:
+    request: Request, state: State, rec: DecisionRecord, run: Run
+) -> Response | Stream:
     sink = _Sink(request, rec, run)
     try:
         try:
@@ -349,11 +333,11 @@ async def _serve_stream(
         except StreamBroken:
             rec.outcome = m.FAILED
         if sink.response is not None:
-            await sink.response.write_eof()
+            await sink.response.end()
     except ConnectionResetError:  # the client went away, perhaps just before the stream's end
         rec.outcome, rec.status = m.CANCELLED, 499
     if sink.response is None:  # the client left before the first byte
-        return web.Response(status=499)
+        return Response(499)
     return sink.response
 
 
@@ -378,14 +362,13 @@ def _finish(state: State, rec: DecisionRecord, run: Run | None, started: float) 
 # The other endpoints.
 
 
-async def route_explain(request: web.Request) -> web.Response:
-    state = request.app[STATE]
+async def route_explain(state: State, request: Request) -> Response:
     rec = DecisionRecord(decision_id=_new_id())
     try:
         config = state.store.current
         if config is None:
             raise errors.no_config()
-        body = await _read_json(request, state.max_body_bytes)
+        body = _read_json(request, state.max_body_bytes)
         model, _ = _check_chat_body(body)
         _, decision = _decide(state, config, body, request, model)
     except errors.RouterError as exc:
@@ -393,14 +376,13 @@ async def route_explain(request: web.Request) -> web.Response:
     headers = _headers(rec, None, header_safe(decision.reason) or NONE)
     headers["x-laneway-route"] = decision.route
     headers["x-laneway-lane"] = decision.lanes[0] if decision.lanes else NONE
-    return web.json_response(explain(config, decision), headers=headers)
+    return _json(explain(config, decision), headers=headers)
 
 
-async def feedback(request: web.Request) -> web.Response:
-    state = request.app[STATE]
+async def feedback(state: State, request: Request) -> Response:
     rec = DecisionRecord(decision_id=_new_id())
     try:
-        body = await _read_json(request, state.max_body_bytes)
+        body = _read_json(request, state.max_body_bytes)
         decision_id, outcome = _check_feedback(body)
         known = state.decisions.get(decision_id)
         if known is None:
@@ -411,7 +393,7 @@ async def feedback(request: web.Request) -> web.Response:
     feedback_log.info(
         "%s", json.dumps({"decisionId": decision_id, "feedback": outcome}, separators=(",", ":"))
     )
-    return web.json_response(
+    return _json(
         {"decision_id": decision_id, "outcome": outcome, "recorded": True},
         headers=_headers(rec, None, "feedback recorded"),
     )
@@ -430,14 +412,11 @@ def _check_feedback(body: Any) -> tuple[str, str]:
         raise errors.bad_request("'decision_id' must be printable text.", param="decision_id")
     outcome = body.get("outcome")
     if outcome not in FEEDBACK_OUTCOMES:
-        raise errors.bad_request(
-            "'outcome' must be 'accepted' or 'corrected'.", param="outcome"
-        )
+        raise errors.bad_request("'outcome' must be 'accepted' or 'corrected'.", param="outcome")
     return decision_id, outcome
 
 
-async def list_models(request: web.Request) -> web.Response:
-    state = request.app[STATE]
+async def list_models(state: State, request: Request) -> Response:
     rec = DecisionRecord(decision_id=_new_id())
     config = state.store.current
     if config is None:
@@ -445,9 +424,7 @@ async def list_models(request: web.Request) -> web.Response:
     data = [_model_entry(AUTO, "auto", None)]
     data.extend(_model_entry(r.name, "route", list(r.lanes)) for r in config.routes.values())
     data.extend(_model_entry(name, "lane", None) for name in sorted(config.lanes))
-    return web.json_response(
-        {"object": "list", "data": data}, headers=_headers(rec, None, "model list")
-    )
+    return _json({"object": "list", "data": data}, headers=_headers(rec, None, "model list"))
 
 
 def _model_entry(name: str, kind: str, lanes: list[str] | None) -> dict[str, Any]:
@@ -456,16 +433,16 @@ def _model_entry(name: str, kind: str, lanes: list[str] | None) -> dict[str, Any
     return entry
 
 
-async def healthz(request: web.Request) -> web.Response:
-    return web.json_response({"status": "ok"})
+async def healthz(state: State, request: Request) -> Response:
+    return _json({"status": "ok"})
 
 
-async def readyz(request: web.Request) -> web.Response:
-    store = request.app[STATE].store
+async def readyz(state: State, request: Request) -> Response:
+    store = state.store
     config = store.current
     if config is None:
-        return web.json_response({"status": "not ready", "reason": "no config loaded"}, status=503)
-    return web.json_response(
+        return _json({"status": "not ready", "reason": "no config loaded"}, status=503)
+    return _json(
         {
             "status": "ready",
             "configVersion": config.version,
@@ -476,42 +453,96 @@ async def readyz(request: web.Request) -> web.Response:
     )
 
 
-async def metrics_endpoint(request: web.Request) -> web.Response:
-    body = request.app[STATE].metrics.render()
-    return web.Response(body=body, headers={"Content-Type": m.CONTENT_TYPE})
+async def metrics_endpoint(state: State, request: Request) -> Response:
+    return Response(200, state.metrics.render(), {"Content-Type": m.CONTENT_TYPE})
 
 
-@web.middleware
-async def _errors_middleware(request: web.Request, handler: Any) -> web.StreamResponse:
-    """Unknown paths, wrong methods and router bugs also answer in the OpenAI error shape; the
-    API (`/v1/*`) answers only loopback callers unless --allow-remote-api was given."""
-    if (
-        request.path.startswith("/v1/")
-        and not is_loopback(request.remote)
-        and not request.app[STATE].allow_remote_api
-    ):
-        err = errors.remote_api_forbidden(request.remote)
-        return _error_response(err, DecisionRecord(decision_id=_new_id()), None)
-    try:
-        return await handler(request)
-    except web.HTTPException as exc:
-        if exc.status == 405:
-            err = errors.method_not_allowed(request.method, request.path)
-        elif exc.status == 404:
-            err = errors.not_found(request.path)
-        else:
-            err = errors.RouterError(exc.status, exc.reason, code="http_error")
-        return _error_response(err, DecisionRecord(decision_id=_new_id()), None)
-    except Exception:
-        log.exception("Unexpected error serving %s %s", request.method, request.path)
-        err = errors.RouterError(
-            500, "The router failed unexpectedly; see its log.", type="server_error"
-        )
-        return _error_response(err, DecisionRecord(decision_id=_new_id()), None)
+Endpoint = Callable[[State, Request], Awaitable[Response | Stream]]
+ROUTES: dict[str, dict[str, Endpoint]] = {
+    "/v1/chat/completions": {"POST": chat_completions},
+    "/v1/models": {"GET": list_models},
+    "/v1/route/explain": {"POST": route_explain},
+    "/v1/feedback": {"POST": feedback},
+    "/healthz": {"GET": healthz},
+    "/readyz": {"GET": readyz},
+    "/metrics": {"GET": metrics_endpoint},
+}
 
 
 # ---------------------------------------------------------------------------------------------
 # The application.
+
+
+class SidecarApp:
+    """The sidecar serving `store.current`: routes requests to the endpoints above. `/v1/*`
+    answers only loopback callers unless `allow_remote_api`; probes and /metrics answer anyone.
+    Unknown paths, wrong methods and router bugs also answer in the OpenAI error shape."""
+
+    def __init__(
+        self,
+        store: ConfigStore,
+        *,
+        max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
+        allow_remote_api: bool = False,
+    ) -> None:
+        metrics = m.Metrics()
+        engine = Engine(metrics, secrets=store.secrets)
+        self.state = State(
+            store=store,
+            engine=engine,
+            metrics=metrics,
+            max_body_bytes=max_body_bytes,
+            allow_remote_api=allow_remote_api,
+        )
+        self.server = HttpServer(self.handle, error_answer, max_body_bytes=max_body_bytes)
+        self.addresses: list[tuple[str, int]] = []
+
+        def rejected(source: str, error: str) -> None:
+            metrics.config_reload_failures.inc()
+            metrics.config_stale.set(1 if store.stale else 0)
+
+        def applied(config: RouterConfig) -> None:
+            engine.config_applied(config)
+            metrics.config_stale.set(0)
+
+        store.subscribe(applied=applied, rejected=rejected)
+
+    async def handle(self, request: Request) -> Response | Stream:
+        state = self.state
+        path = request.path
+        methods = ROUTES.get(path)
+        if methods is None:
+            return _error_response(errors.not_found(path), _no_record(), None)
+        method = "GET" if request.method == "HEAD" else request.method
+        endpoint = methods.get(method)
+        if endpoint is None:
+            answer = _error_response(
+                errors.method_not_allowed(request.method, path), _no_record(), None
+            )
+            answer.headers["Allow"] = ", ".join(methods)
+            return answer
+        if (
+            path.startswith("/v1/")
+            and not state.allow_remote_api
+            and not is_loopback(request.remote)
+        ):
+            err = errors.remote_api_forbidden(request.remote)
+            return _error_response(err, _no_record(), None)
+        return await endpoint(state, request)
+
+    async def serve(self, host: str, port: int) -> list[tuple[str, int]]:
+        """Listen on host:port (0: a free port); the addresses listened on."""
+        self.addresses = await self.server.serve(host, port)
+        return self.addresses
+
+    async def close(self, grace_s: float = 10.0) -> None:
+        """Finish requests in flight (up to `grace_s`), then close the upstream pools."""
+        await self.server.close(grace_s)
+        await self.state.engine.close()
+
+
+def _no_record() -> DecisionRecord:
+    return DecisionRecord(decision_id=_new_id())
 
 
 def build_app(
@@ -519,40 +550,6 @@ def build_app(
     *,
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
     allow_remote_api: bool = False,
-) -> web.Application:
-    """The sidecar application serving `store.current`; closes its upstream pools on cleanup.
-    `/v1/*` answers only loopback callers unless `allow_remote_api`; probes and /metrics
-    answer anyone."""
-    metrics = m.Metrics()
-    engine = Engine(metrics, secrets=store.secrets)
-    app = web.Application(client_max_size=max_body_bytes, middlewares=[_errors_middleware])
-    app[STATE] = State(
-        store=store,
-        engine=engine,
-        metrics=metrics,
-        max_body_bytes=max_body_bytes,
-        allow_remote_api=allow_remote_api,
-    )
-
-    def rejected(source: str, error: str) -> None:
-        metrics.config_reload_failures.inc()
-        metrics.config_stale.set(1 if store.stale else 0)
-
-    def applied(config: RouterConfig) -> None:
-        engine.config_applied(config)
-        metrics.config_stale.set(0)
-
-    store.subscribe(applied=applied, rejected=rejected)
-
-    async def close_engine(app: web.Application) -> None:
-        await engine.close()
-
-    app.on_cleanup.append(close_engine)
-    app.router.add_post("/v1/chat/completions", chat_completions)
-    app.router.add_get("/v1/models", list_models)
-    app.router.add_post("/v1/route/explain", route_explain)
-    app.router.add_post("/v1/feedback", feedback)
-    app.router.add_get("/healthz", healthz)
-    app.router.add_get("/readyz", readyz)
-    app.router.add_get("/metrics", metrics_endpoint)
-    return app
+) -> SidecarApp:
+    """The sidecar application serving `store.current` (see `SidecarApp`)."""
+    return SidecarApp(store, max_body_bytes=max_body_bytes, allow_remote_api=allow_remote_api)

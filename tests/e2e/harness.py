@@ -15,12 +15,11 @@ from collections.abc import AsyncIterator, Callable, Iterable, Mapping
 from typing import Any
 
 import aiohttp
-from aiohttp import web
 
 from router_sidecar.config import canonical_json, content_version
 from router_sidecar.reload import ConfigStore
 from router_sidecar.secrets import SecretStore
-from router_sidecar.server import STATE, build_app
+from router_sidecar.server import build_app
 from router_sidecar.simulator import SimulatedProvider
 
 
@@ -120,26 +119,23 @@ class Sidecar:
     def __init__(self, store: ConfigStore, max_body_bytes: int = 4 * 1024 * 1024) -> None:
         self.store = store
         self.app = build_app(store, max_body_bytes=max_body_bytes)
-        self.runner = web.AppRunner(self.app, access_log=None, handler_cancellation=True)
         self.url = ""
         self.session: aiohttp.ClientSession | None = None
 
     @property
     def engine(self) -> Any:
-        return self.app[STATE].engine
+        return self.app.state.engine
 
     async def start(self) -> Sidecar:
-        await self.runner.setup()
-        site = web.TCPSite(self.runner, "127.0.0.1", 0)
-        await site.start()
-        self.url = f"http://127.0.0.1:{self.runner.addresses[0][1]}"
+        addresses = await self.app.serve("127.0.0.1", 0)
+        self.url = f"http://127.0.0.1:{addresses[0][1]}"
         self.session = aiohttp.ClientSession()
         return self
 
     async def stop(self) -> None:
         if self.session is not None:
             await self.session.close()
-        await self.runner.cleanup()
+        await self.app.close(grace_s=5)
 
     async def __aenter__(self) -> Sidecar:
         return await self.start()

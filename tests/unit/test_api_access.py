@@ -8,7 +8,6 @@ from collections.abc import AsyncIterator
 
 import aiohttp
 import pytest
-from aiohttp import web
 
 from laneway.cli import build_parser
 from router_sidecar.server import build_app, is_loopback
@@ -56,13 +55,12 @@ async def pod_ip_sidecar(request: pytest.FixtureRequest) -> AsyncIterator[str]:
         pytest.skip("this machine has no non-loopback IPv4 address to listen on")
     sims = await start_sims(("a", "openai"))
     store = store_for(policy_doc({"a": lane(sims["a"].url)}, {"main": ["a"]}))
-    runner = web.AppRunner(build_app(store, allow_remote_api=request.param), access_log=None)
-    await runner.setup()
+    app = build_app(store, allow_remote_api=request.param)
     try:
-        await web.TCPSite(runner, address, 0).start()
-        yield f"http://{address}:{runner.addresses[0][1]}"
+        addresses = await app.serve(address, 0)
+        yield f"http://{address}:{addresses[0][1]}"
     finally:
-        await runner.cleanup()
+        await app.close(grace_s=5)
         await stop_sims(sims)
 
 

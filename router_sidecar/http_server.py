@@ -125,27 +125,28 @@ class _Clock:
 
     def __init__(self) -> None:
         self._second = 0
-        self._value = b""
+        self._value = ""
 
-    def date(self) -> bytes:
+    def date(self) -> str:
         now = int(time.time())
         if now != self._second:
-            self._second, self._value = now, formatdate(now, usegmt=True).encode()
+            self._second, self._value = now, formatdate(now, usegmt=True)
         return self._value
 
 
 _clock = _Clock()
 
 
-def _head(status: int, headers: dict[str, str], framing: bytes, close: bool) -> bytearray:
-    out = bytearray(b"HTTP/1.1 %d %s\r\n" % (status, _REASONS.get(status, "Unknown").encode()))
-    for name, value in headers.items():
-        out += b"%s: %s\r\n" % (name.encode("latin-1"), value.encode("latin-1"))
-    out += b"Date: %s\r\n%s" % (_clock.date(), framing)
-    if close:
-        out += b"Connection: close\r\n"
-    out += b"\r\n"
-    return out
+_STATUS_LINES: dict[int, str] = {}
+
+
+def _head(status: int, headers: dict[str, str], framing: str, close: bool) -> bytes:
+    line = _STATUS_LINES.get(status)
+    if line is None:
+        line = _STATUS_LINES[status] = f"HTTP/1.1 {status} {_REASONS.get(status, 'Unknown')}\r\n"
+    fields = "".join([f"{name}: {value}\r\n" for name, value in headers.items()])
+    end = "Connection: close\r\n\r\n" if close else "\r\n"
+    return f"{line}{fields}Date: {_clock.date()}\r\n{framing}{end}".encode("latin-1")
 
 
 class Stream:
@@ -170,8 +171,8 @@ class Stream:
         out = b""
         if not self._started:
             self._started = True
-            framing = b"Transfer-Encoding: chunked\r\n" if self._chunked else b""
-            out = bytes(_head(self._status, self._headers, framing, self._conn.closing))
+            framing = "Transfer-Encoding: chunked\r\n" if self._chunked else ""
+            out = _head(self._status, self._headers, framing, self._conn.closing)
         if self._chunked:
             if data:
                 out += b"%x\r\n%s\r\n" % (len(data), data)
@@ -206,10 +207,13 @@ class _Connection(asyncio.Protocol):
         self.task: asyncio.Task[None] | None = None
         self.paused_reading = False
         self.drain: asyncio.Future[None] | None = None
-        self.idle: asyncio.TimerHandle | None = None
+        # When the connection last had nothing to do (None while a request is answered): a
+        # request must arrive whole within the idle timeout from then; see HttpServer._sweep.
+        self.idle_since: float | None = time.monotonic()
         self.last_request: Request | None = None
         # The message being parsed.
         self._url = b""
+        self._raw_headers: list[tuple[bytes, bytes]] = []
         self._headers: dict[str, str] = {}
         self._body: list[bytes] = []
         self._head_bytes = 0
@@ -223,13 +227,10 @@ class _Connection(asyncio.Protocol):
         peer = transport.get_extra_info("peername")
         self.remote = peer[0] if isinstance(peer, tuple) and peer else None
         self.server.connections.add(self)
-        self._arm_idle()
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.server.connections.discard(self)
         self.closing = True
-        if self.idle is not None:
-            self.idle.cancel()
         self.queue.clear()
         if self.task is not None and not self.task.done():
             self.task.cancel()  # the client went away: stop its work, and the upstream call
@@ -264,14 +265,11 @@ class _Connection(asyncio.Protocol):
 
     def on_message_begin(self) -> None:
         self._url = b""
+        self._raw_headers = []
         self._headers = {}
         self._body = []
         self._head_bytes = 0
         self._body_bytes = 0
-        if self.idle is not None:
-            self.idle.cancel()
-            self.idle = None
-        self._arm_idle()  # the whole request must arrive within the idle timeout
 
     def on_url(self, url: bytes) -> None:
         self._url += url
@@ -283,13 +281,21 @@ class _Connection(asyncio.Protocol):
         self._head_bytes += len(name) + len(value) + 4
         if self._head_bytes > MAX_HEAD_BYTES:
             raise _HeadTooLarge
-        key = name.decode("latin-1").lower()
-        text = value.decode("latin-1")
-        old = self._headers.get(key)
-        self._headers[key] = text if old is None else f"{old}, {text}"
+        self._raw_headers.append((name, value))
 
     def on_headers_complete(self) -> None:
-        length = self._headers.get("content-length")
+        raw = self._raw_headers
+        headers = self._headers = {
+            name.lower().decode("latin-1"): value.decode("latin-1") for name, value in raw
+        }
+        if len(headers) < len(raw):  # a repeated field: its values joined, in order
+            joined: dict[str, list[str]] = {}
+            for name, value in raw:
+                joined.setdefault(name.lower().decode("latin-1"), []).append(
+                    value.decode("latin-1")
+                )
+            headers = self._headers = {name: ", ".join(values) for name, values in joined.items()}
+        length = headers.get("content-length")
         limit = self.server.max_body_bytes
         if length is not None and length.isdigit() and int(length) > limit:
             self._too_large()
@@ -314,10 +320,14 @@ class _Connection(asyncio.Protocol):
     # -- requests ----------------------------------------------------------------------------
 
     def _request(self, body: bytes, keep_alive: bool) -> Request:
-        url = httptools.parse_url(self._url)
         method = self.parser.get_method().decode("ascii", "replace")
-        path = url.path.decode("utf-8", "replace") if url.path else "/"
-        query = url.query.decode("utf-8", "replace") if url.query else ""
+        raw = self._url
+        if raw[:1] == b"/" and b"?" not in raw and b"#" not in raw:
+            path, query = raw.decode("utf-8", "replace"), ""
+        else:
+            url = httptools.parse_url(raw)
+            path = url.path.decode("utf-8", "replace") if url.path else "/"
+            query = url.query.decode("utf-8", "replace") if url.query else ""
         return Request(method, path, query, self._headers, body, self.remote, keep_alive, self)
 
     def _too_large(self) -> None:
@@ -330,12 +340,11 @@ class _Connection(asyncio.Protocol):
         self._enqueue(request)
 
     def _enqueue(self, request: Request) -> None:
-        if self.idle is not None:
-            self.idle.cancel()
-            self.idle = None
+        self.idle_since = None
         self.queue.append(request)
         if self.task is None:
-            self.task = asyncio.get_running_loop().create_task(self._answer_queued())
+            loop = self.server.loop or asyncio.get_running_loop()
+            self.task = loop.create_task(self._answer_queued())
         elif len(self.queue) >= MAX_QUEUED_REQUESTS and self.transport and not self._skipping:
             self.transport.pause_reading()
             self.paused_reading = True
@@ -356,7 +365,7 @@ class _Connection(asyncio.Protocol):
                 if self.closing or self.server.stopping:
                     self.transport.close()
                 else:
-                    self._arm_idle()
+                    self.idle_since = time.monotonic()
 
     def closing_now(self) -> bool:
         return self.transport is None or self.transport.is_closing() or self.server.stopping
@@ -384,7 +393,7 @@ class _Connection(asyncio.Protocol):
             return
         close = not request.keep_alive or self.server.stopping
         body = answer.body
-        head = _head(answer.status, answer.headers, b"Content-Length: %d\r\n" % len(body), close)
+        head = _head(answer.status, answer.headers, f"Content-Length: {len(body)}\r\n", close)
         if request.method != "HEAD" and body:
             head += body
         self.transport.write(head)
@@ -420,17 +429,6 @@ class _Connection(asyncio.Protocol):
             self._send_whole(request, answer)
             transport.close()
 
-    def _arm_idle(self) -> None:
-        if self.idle is None and self.server.idle_timeout_s > 0:
-            loop = asyncio.get_running_loop()
-            self.idle = loop.call_later(self.server.idle_timeout_s, self._idle_out)
-
-    def _idle_out(self) -> None:
-        self.idle = None
-        if self.task is None and self.transport is not None:
-            log.debug("Closing a connection idle for %.0fs", self.server.idle_timeout_s)
-            self.transport.close()
-
     def close_if_idle(self) -> None:
         if self.task is None and self.transport is not None:
             self.transport.close()
@@ -462,10 +460,14 @@ class HttpServer:
         self.connections: set[_Connection] = set()
         self.stopping = False
         self._server: asyncio.base_events.Server | None = None
+        self._sweeper: asyncio.Task[None] | None = None
+        self.loop: asyncio.AbstractEventLoop | None = None
 
     async def serve(self, host: str, port: int) -> list[tuple[str, int]]:
         """Listen on host:port (port 0 picks a free one); the addresses listened on."""
-        loop = asyncio.get_running_loop()
+        loop = self.loop = asyncio.get_running_loop()
+        if self.idle_timeout_s > 0:
+            self._sweeper = loop.create_task(self._sweep(), name="http-idle-sweep")
         self._server = await loop.create_server(
             lambda: _Connection(self), host, port, reuse_address=True, backlog=1024
         )
@@ -474,6 +476,8 @@ class HttpServer:
     async def close(self, grace_s: float) -> None:
         """Stop accepting; finish requests in flight for up to `grace_s`; close the rest."""
         self.stopping = True
+        if self._sweeper is not None:
+            self._sweeper.cancel()
         if self._server is not None:
             self._server.close()
         for conn in list(self.connections):
@@ -488,3 +492,17 @@ class HttpServer:
             conn.abort()
         if self._server is not None:
             await self._server.wait_closed()
+
+    async def _sweep(self) -> None:
+        """Close connections idle for longer than the idle timeout, checking a few times per
+        timeout (cheaper than a timer per request)."""
+        timeout = self.idle_timeout_s
+        every = min(max(timeout / 4, 0.05), 5.0)
+        while True:
+            await asyncio.sleep(every)
+            now = time.monotonic()
+            for conn in list(self.connections):
+                since = conn.idle_since
+                if since is not None and now - since > timeout:
+                    log.debug("Closing a connection idle for %.0fs", now - since)
+                    conn.close_if_idle()

@@ -244,10 +244,11 @@ class _Connection(asyncio.Protocol):
         except httptools.HttpParserUpgrade:
             self._reject(400, "Protocol upgrades are not supported by this router.")
         except httptools.HttpParserError as exc:
-            if not self._skipping:
+            # An exception raised in a callback reaches here wrapped by the parser.
+            if isinstance(exc.__context__, _HeadTooLarge) or self._head_bytes > MAX_HEAD_BYTES:
+                self._reject(431, f"The request head is over {MAX_HEAD_BYTES} bytes.")
+            elif not self._skipping:
                 self._reject(400, f"Malformed HTTP request: {exc}.")
-        except _HeadTooLarge:
-            self._reject(431, f"The request head is over {MAX_HEAD_BYTES} bytes.")
 
     def pause_writing(self) -> None:
         if self.drain is None:

@@ -200,7 +200,8 @@ def _error_response(exc: errors.RouterError, rec: DecisionRecord, run: Run | Non
 
 def error_answer(status: int, message: str) -> Response:
     """The answer to a request the HTTP layer rejects before any handler sees it."""
-    code = {400: "malformed_request", 431: "request_header_too_large"}.get(status, "http_error")
+    codes = {400: "malformed_request", 413: "request_too_large", 431: "request_header_too_large"}
+    code = codes.get(status, "http_error")
     error_type = "server_error" if status >= 500 else "invalid_request_error"
     err = errors.RouterError(status, message, type=error_type, code=code)
     return _error_response(err, DecisionRecord(decision_id=_new_id()), None)

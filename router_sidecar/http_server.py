@@ -38,6 +38,7 @@ log = logging.getLogger(__name__)
 MAX_HEAD_BYTES = 64 * 1024
 MAX_QUEUED_REQUESTS = 16  # pipelined requests read ahead before reading pauses
 DEFAULT_IDLE_TIMEOUT_S = 75.0
+LINGER_S = 2.0  # how long a rejected body may keep arriving after the answer
 
 _REASONS = {
     100: "Continue",
@@ -101,7 +102,10 @@ class Request:
         answered as a whole response."""
         if self._conn is None:
             raise RuntimeError("the request is not attached to a connection")
-        chunked = self.keep_alive or self._conn.parser.get_http_version() != "1.0"
+        # HTTP/1.0 has no chunked encoding: the stream ends when the connection closes.
+        chunked = self._conn.parser.get_http_version() != "1.0"
+        if not chunked:
+            self._conn.closing = True
         return Stream(self._conn, status, headers, chunked=chunked)
 
 
@@ -332,12 +336,11 @@ class _Connection(asyncio.Protocol):
         return Request(method, path, query, self._headers, body, self.remote, keep_alive, self)
 
     def _too_large(self) -> None:
-        """Answer now (413 by the handler) without reading the rest; close afterwards."""
+        """Answer now (413 by the handler); what else arrives is read and dropped, and after the
+        answer the connection closes (see `_linger`)."""
         request = self._request(b"", keep_alive=False)
         request.too_large = True
         self._skipping = True
-        if self.transport is not None:
-            self.transport.pause_reading()
         self._enqueue(request)
 
     def _enqueue(self, request: Request) -> None:
@@ -352,6 +355,8 @@ class _Connection(asyncio.Protocol):
 
     async def _answer_queued(self) -> None:
         try:
+            # `closing` (set by Connection: close, a parser error, an HTTP/1.0 stream) means no
+            # requests after those already queued; the one asking to close is the last.
             while self.queue and not self.closing_now():
                 request = self.queue.popleft()
                 if self.paused_reading and self.transport is not None:
@@ -360,13 +365,29 @@ class _Connection(asyncio.Protocol):
                 await self._answer(request)
                 if not request.keep_alive:
                     self.closing = True
+                    self.queue.clear()
         finally:
             self.task = None
             if self.transport is not None and not self.transport.is_closing():
-                if self.closing or self.server.stopping:
+                if self._skipping:
+                    self._linger()
+                elif self.closing or self.server.stopping:
                     self.transport.close()
                 else:
                     self.idle_since = time.monotonic()
+
+    def _linger(self) -> None:
+        """Close after a 413 without losing the answer: closing a socket with unread input makes
+        the kernel reset the connection, which can destroy the answer before the client reads
+        it. So: end our side, drop what still arrives, and close when the client does (or after
+        LINGER_S)."""
+        transport = self.transport
+        if transport is None:
+            return
+        if transport.can_write_eof():
+            transport.write_eof()
+        loop = self.server.loop or asyncio.get_running_loop()
+        loop.call_later(LINGER_S, transport.close)
 
     def closing_now(self) -> bool:
         return self.transport is None or self.transport.is_closing() or self.server.stopping
@@ -422,13 +443,12 @@ class _Connection(asyncio.Protocol):
         transport = self.transport
         if transport is None or transport.is_closing():
             return
-        transport.pause_reading()
         self.closing = True
         if self.task is None:
             answer = self.server.error_answer(status, message)
             request = Request("GET", "/", "", {}, b"", self.remote, keep_alive=False)
             self._send_whole(request, answer)
-            transport.close()
+            self._linger()
 
     def close_if_idle(self) -> None:
         if self.task is None and self.transport is not None:

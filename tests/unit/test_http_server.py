@@ -289,3 +289,33 @@ async def test_shutdown_finishes_requests_in_flight_and_refuses_new_connections(
     await closing
     assert echo.cancelled == 0
     writer.close()
+
+
+async def test_a_client_that_sends_a_whole_oversized_body_still_reads_its_413(served) -> None:
+    _, _, port = served
+    for _ in range(5):
+        reader, writer = await _connect(port)
+        writer.write(_post("/big", b"x" * (LIMIT * 200)))  # no Expect: all of it is sent
+        status, headers, _ = await _read_answer(reader)
+        assert (status, headers["connection"]) == (413, "close")
+        writer.close()
+
+
+async def test_requests_pipelined_after_connection_close_are_not_answered(served) -> None:
+    _, echo, port = served
+    reader, writer = await _connect(port)
+    writer.write(_post("/last", b"", "Connection: close\r\n") + _post("/extra", b""))
+    assert json.loads((await _read_answer(reader))[2])["path"] == "/last"
+    assert await asyncio.wait_for(reader.read(), 5) == b""
+    assert [r.path for r in echo.seen] == ["/last"]
+    writer.close()
+
+
+async def test_an_http10_keep_alive_client_gets_a_close_delimited_stream(served) -> None:
+    _, _, port = served
+    reader, writer = await _connect(port)
+    writer.write(_post("/stream", b"", "Connection: keep-alive\r\n", version="1.0"))
+    status, headers, body = await _read_answer(reader)
+    assert (status, headers["connection"], body) == (200, "close", b"onetwothree")
+    assert "transfer-encoding" not in headers
+    writer.close()

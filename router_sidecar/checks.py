@@ -37,7 +37,7 @@ from referencing.exceptions import Unresolvable
 
 from router_sidecar.config import ESCALATION_TRIGGERS, RouterConfig
 from router_sidecar.decision import escalation_target
-from router_sidecar.signals import Signals
+from router_sidecar.signals import Signals, build_frozen
 
 __all__ = [
     "DEFAULT_UNCERTAINTY_MARKERS",
@@ -84,31 +84,44 @@ class _Answer:
     refusal: str
 
 
+# Parsed JSON holds dicts: checking for dict first skips the slow Mapping ABC check.
+_OBJECT = (dict, Mapping)
+
+
 def _read_answer(answer: Mapping[str, Any]) -> _Answer:
     choices = answer.get("choices")
     first = choices[0] if isinstance(choices, list) and choices else {}
-    first = first if isinstance(first, Mapping) else {}
+    first = first if isinstance(first, _OBJECT) else {}
     message = first.get("message")
-    message = message if isinstance(message, Mapping) else {}
+    message = message if isinstance(message, _OBJECT) else {}
     content = message.get("content")
     calls = message.get("tool_calls")
-    calls = [c for c in calls if isinstance(c, Mapping)] if isinstance(calls, list) else []
+    calls = [c for c in calls if isinstance(c, _OBJECT)] if isinstance(calls, list) else []
     legacy = message.get("function_call")
-    if isinstance(legacy, Mapping):
+    if legacy is not None and isinstance(legacy, _OBJECT):  # None would take the slow check
         calls.append({"type": "function", "function": legacy})
     refusal = message.get("refusal")
     finish = first.get("finish_reason")
-    return _Answer(
-        content=content if isinstance(content, str) else "",
-        tool_calls=tuple(calls),
-        finish_reason=finish if isinstance(finish, str) else None,
-        refusal=refusal if isinstance(refusal, str) else "",
+    return build_frozen(
+        _Answer,
+        {
+            "content": content if isinstance(content, str) else "",
+            "tool_calls": tuple(calls),
+            "finish_reason": finish if isinstance(finish, str) else None,
+            "refusal": refusal if isinstance(refusal, str) else "",
+        },
     )
+
+
+def _straight_apostrophes(text: str) -> str:
+    # Every character the table maps is outside ASCII, and translating is slow: skip it when it
+    # cannot change anything.
+    return text if text.isascii() else text.translate(_APOSTROPHES)
 
 
 def is_refusal(text: str) -> bool:
     """True when an answer opens by declining ("I'm sorry, but I can't help with that.")."""
-    head = text.lstrip().translate(_APOSTROPHES)[:_REFUSAL_WINDOW]
+    head = _straight_apostrophes(text.lstrip()[:_REFUSAL_WINDOW])  # one character for one
     return bool(_REFUSAL_RE.match(head))
 
 
@@ -227,7 +240,7 @@ def _truncated(
 def _uncertain(
     config: RouterConfig, body: Mapping[str, Any], ans: _Answer, sig: Signals, ms: float
 ) -> str | None:
-    text = ans.content.translate(_APOSTROPHES).casefold()
+    text = _straight_apostrophes(ans.content).casefold()
     markers = config.escalation.uncertainty_markers or DEFAULT_UNCERTAINTY_MARKERS
     for marker, folded in _folded_markers(markers):
         if folded in text:

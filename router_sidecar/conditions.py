@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any
 
-from router_sidecar.signals import Signals
+from router_sidecar.signals import Signals, build_frozen
 
 _SHOWN_KEYWORDS = 6
 
@@ -35,6 +35,11 @@ class ConditionResult:
     matched: bool
     detail: str
     short: str = ""
+
+
+def _result(matched: bool, detail: str, short: str = "") -> ConditionResult:
+    # A few of these are made per rule of every request: built without the frozen __init__.
+    return build_frozen(ConditionResult, {"matched": matched, "detail": detail, "short": short})
 
 
 # ---------------------------------------------------------------------------------------------
@@ -95,8 +100,11 @@ def first_keyword(keywords: Sequence[str], text: str, folded: str | None = None)
         return _first_keyword_slowly(keywords, text)
     best: tuple[int, str] | None = None
     for keyword, anchor, pattern in _prepared(tuple(keywords)):
-        # A later keyword wins only by starting before the best match so far.
+        # A later keyword wins only by starting before the best match so far. Most keywords
+        # are not in the text at all: one find says so before any call.
         end = len(folded) if best is None else best[0] + len(anchor) - 1
+        if folded.find(anchor, 0, end) == -1:
+            continue
         at = _find(anchor, pattern, text, folded, end)
         if at is not None:
             best = (at, keyword)
@@ -114,6 +122,12 @@ def _first_keyword_slowly(keywords: Sequence[str], text: str) -> str | None:
 
 
 def _listed(values: Sequence[Any]) -> str:
+    return _listed_tuple(tuple(values))
+
+
+@lru_cache(maxsize=1024)
+def _listed_tuple(values: tuple[Any, ...]) -> str:
+    # The lists are the config's: the same few are shown for every request.
     shown = ", ".join(str(v) for v in values[:_SHOWN_KEYWORDS])
     more = len(values) - _SHOWN_KEYWORDS
     return f"[{shown}{f', ... +{more} more' if more > 0 else ''}]"
@@ -126,8 +140,8 @@ def _listed(values: Sequence[Any]) -> str:
 def _keywords_any(value: Sequence[str], signals: Signals) -> ConditionResult:
     hit = first_keyword(value, signals.user_text, signals.folded_text)
     if hit is None:
-        return ConditionResult(False, f"keywordsAny {_listed(value)}: none found", "no keyword")
-    return ConditionResult(
+        return _result(False, f"keywordsAny {_listed(value)}: none found", "no keyword")
+    return _result(
         True, f"keywordsAny {_listed(value)} matched {hit!r}", f"keywordsAny matched {hit!r}"
     )
 
@@ -136,11 +150,9 @@ def _keywords_all(value: Sequence[str], signals: Signals) -> ConditionResult:
     for keyword in value:
         if find_keyword(keyword, signals.user_text, signals.folded_text) is None:
             detail = f"keywordsAll {_listed(value)}: {keyword!r} not found"
-            return ConditionResult(False, detail, f"keywordsAll missing {keyword!r}")
+            return _result(False, detail, f"keywordsAll missing {keyword!r}")
     found = ", ".join(repr(k) for k in value[:_SHOWN_KEYWORDS])
-    return ConditionResult(
-        True, f"keywordsAll {_listed(value)} all found", f"keywordsAll matched {found}"
-    )
+    return _result(True, f"keywordsAll {_listed(value)} all found", f"keywordsAll matched {found}")
 
 
 def _over(key: str, unit: str, actual: Callable[[Signals], int]) -> _Evaluator:
@@ -148,7 +160,7 @@ def _over(key: str, unit: str, actual: Callable[[Signals], int]) -> _Evaluator:
         count = actual(signals)
         matched = count > value
         relation = ">" if matched else "<="
-        return ConditionResult(
+        return _result(
             matched, f"{key} {value}: {count} {unit} {relation} {value}", f"{key} {value} ({count})"
         )
 
@@ -160,7 +172,7 @@ def _flag(key: str, what: str, actual: Callable[[Signals], bool]) -> _Evaluator:
         present = actual(signals)
         state = what if present else f"no {what}"
         text = f"{key} {str(value).lower()}"
-        return ConditionResult(present == value, f"{text}: {state}", text)
+        return _result(present == value, f"{text}: {state}", text)
 
     return check
 
@@ -169,11 +181,9 @@ def _one_of(key: str, hint: str, actual: Callable[[Signals], str | None]) -> _Ev
     def check(value: Sequence[str], signals: Signals) -> ConditionResult:
         given = actual(signals)
         if given is None:
-            return ConditionResult(False, f"{key} {_listed(value)}: no {hint} given", f"no {hint}")
+            return _result(False, f"{key} {_listed(value)}: no {hint} given", f"no {hint}")
         matched = given.lower() in _lowered(tuple(value))
-        return ConditionResult(
-            matched, f"{key} {_listed(value)}: {hint} is {given!r}", f"{key} {given!r}"
-        )
+        return _result(matched, f"{key} {_listed(value)}: {hint} is {given!r}", f"{key} {given!r}")
 
     return check
 
@@ -192,9 +202,9 @@ def _all_of(value: Sequence[Mapping[str, Any]], signals: Signals) -> ConditionRe
     for child in value:
         result = evaluate(child, signals)
         if not result.matched:
-            return ConditionResult(False, f"allOf: {result.detail}", result.short)
+            return _result(False, f"allOf: {result.detail}", result.short)
         results.append(result)
-    return ConditionResult(
+    return _result(
         True,
         "allOf: " + "; ".join(r.detail for r in results),
         " and ".join(r.short for r in results),
@@ -206,14 +216,14 @@ def _any_of(value: Sequence[Mapping[str, Any]], signals: Signals) -> ConditionRe
     for child in value:
         result = evaluate(child, signals)
         if result.matched:
-            return ConditionResult(True, f"anyOf: {result.detail}", result.short)
+            return _result(True, f"anyOf: {result.detail}", result.short)
         misses.append(result.detail)
-    return ConditionResult(False, "anyOf: none held (" + "; ".join(misses) + ")", "anyOf: none")
+    return _result(False, "anyOf: none held (" + "; ".join(misses) + ")", "anyOf: none")
 
 
 def _not(value: Mapping[str, Any], signals: Signals) -> ConditionResult:
     result = evaluate(value, signals)
-    return ConditionResult(not result.matched, f"not ({result.detail})", f"not ({result.short})")
+    return _result(not result.matched, f"not ({result.detail})", f"not ({result.short})")
 
 
 _EVALUATORS: dict[str, _Evaluator] = {
@@ -245,9 +255,9 @@ def evaluate(when: Mapping[str, Any], signals: Signals) -> ConditionResult:
             return result
         results.append(result)
     if not results:
-        return ConditionResult(True, "empty condition: always holds", "always")
+        return _result(True, "empty condition: always holds", "always")
     if len(results) == 1:
         return results[0]
-    return ConditionResult(
+    return _result(
         True, " and ".join(r.detail for r in results), " and ".join(r.short for r in results)
     )

@@ -29,7 +29,7 @@ from dataclasses import dataclass, replace
 
 from router_sidecar.conditions import ConditionResult, evaluate
 from router_sidecar.config import ComplexitySignal, Lane, RouterConfig
-from router_sidecar.signals import Signals
+from router_sidecar.signals import Signals, build_frozen
 
 AUTO = "auto"
 
@@ -170,6 +170,10 @@ def estimate_cost(lane: Lane, signals: Signals) -> float:
 
 
 def _needed_capabilities(signals: Signals) -> tuple[str, ...]:
+    if not (
+        signals.has_tools or signals.needs_json_schema or signals.needs_vision or signals.streaming
+    ):
+        return ()
     needed = []
     if signals.has_tools:
         needed.append("tools")
@@ -182,13 +186,13 @@ def _needed_capabilities(signals: Signals) -> tuple[str, ...]:
     return tuple(needed)
 
 
-def _hard_miss(lane: Lane, signals: Signals, needed: tuple[str, ...]) -> str | None:
-    """Why a lane cannot serve this request whatever its health, or None."""
+def _hard_miss(lane: Lane, signals: Signals, needed: tuple[str, ...], output: int) -> str | None:
+    """Why a lane cannot serve this request whatever its health, or None. `output` is
+    `expected_output_tokens(lane, signals)`."""
     if needed:
         missing = [cap for cap in needed if cap not in lane.capabilities]
         if missing:
             return "missing capability " + ", ".join(missing)
-    output = expected_output_tokens(lane, signals)
     if signals.prompt_tokens + output > lane.context_window:
         return (
             f"context window {lane.context_window} < {signals.prompt_tokens + output} tokens "
@@ -201,16 +205,6 @@ def _health_miss(lane: Lane, lane_unavailable: LaneUnavailable) -> str | None:
     if lane.phase == "Down":
         return "phase Down"
     return lane_unavailable(lane.name)
-
-
-def _over_budget(config: RouterConfig, lane: Lane, signals: Signals) -> str | None:
-    limit = config.budget.max_cost_per_request
-    if limit is None:
-        return None
-    cost = estimate_cost(lane, signals)
-    if cost <= limit:
-        return None
-    return f"estimated cost ${cost:.6f} over budget ${limit:.6f}"
 
 
 def screen_lanes(
@@ -227,25 +221,39 @@ def screen_lanes(
     last resort (a lane marked Down may have recovered). With `budget.onExceed: reject`, a request
     whose first usable lane is over budget gets no lanes at all instead of a cheaper backup.
     """
+    return _screen(config, names, signals, lane_unavailable, {})
+
+
+def _screen(
+    config: RouterConfig,
+    names: tuple[str, ...],
+    signals: Signals,
+    lane_unavailable: LaneUnavailable,
+    costs: dict[str, float],
+) -> LaneScreen:
+    """`screen_lanes`, noting in `costs` the estimates the budget check made on the way."""
     needed = _needed_capabilities(signals)
     reject = config.budget.on_exceed == "reject"
+    limit = config.budget.max_cost_per_request
     usable: list[str] = []
     hard: list[tuple[str, str]] = []
     soft: list[tuple[str, str]] = []
     over: list[tuple[str, str]] = []
     for name in names:
         lane = config.lanes[name]
-        miss = _hard_miss(lane, signals, needed)
+        output = expected_output_tokens(lane, signals)
+        miss = _hard_miss(lane, signals, needed, output)
         if miss is not None:
             hard.append((name, miss))
             continue
-        budget_miss = _over_budget(config, lane, signals)
-        if budget_miss is not None:
-            over.append((name, budget_miss))
-            # The callback is asked only when its answer matters: it may cost the caller a lock.
-            if reject and not usable and _health_miss(lane, lane_unavailable) is None:
-                return _rejected(names, hard, over, soft)
-            continue
+        if limit is not None:
+            cost = costs[name] = lane.cost(signals.prompt_tokens, output)  # estimate_cost
+            if cost > limit:
+                over.append((name, f"estimated cost ${cost:.6f} over budget ${limit:.6f}"))
+                # The callback is asked only when its answer matters: it may cost a lock.
+                if reject and not usable and _health_miss(lane, lane_unavailable) is None:
+                    return _rejected(names, hard, over, soft)
+                continue
         health = _health_miss(lane, lane_unavailable)
         if health is not None:
             soft.append((name, health))
@@ -253,7 +261,16 @@ def screen_lanes(
             usable.append(name)
 
     if usable:
-        return LaneScreen(tuple(usable), _in_order(names, hard + over + soft))
+        skipped = _in_order(names, hard + over + soft) if hard or over or soft else ()
+        return build_frozen(
+            LaneScreen,
+            {
+                "lanes": tuple(usable),
+                "skipped": skipped,
+                "last_resort": (),
+                "budget_rejected": False,
+            },
+        )
     return LaneScreen(
         tuple(n for n, _ in soft),
         _in_order(names, hard + over),
@@ -329,13 +346,16 @@ def complexity_score(
     return max(1, min(5, math.floor(raw + 0.5))), raw, parts
 
 
-def _score_choice(config: RouterConfig, signals: Signals, trace: list[RuleTrace]) -> _Choice:
+def _score_choice(
+    config: RouterConfig, signals: Signals, trace: list[RuleTrace], reasons: list[str]
+) -> _Choice:
+    """The route the complexity score picks; its reasons follow `reasons` (the triage's)."""
     score, raw, parts = complexity_score(config, signals)
     terms = "".join(f" + {name} {_number(weight)}" for name, weight in parts)
     clamp = f" (raw {_number(raw)}, kept within 1..5)" if not 0.5 <= raw < 5.5 else ""
-    reasons = [
+    reasons.append(
         f"complexity score {score} = base {_number(config.complexity.base)}{terms}{clamp}"
-    ]
+    )
     band = next((b for b in config.complexity.bands if b.min <= score <= b.max), None)
     if band is None:
         route = config.default_route
@@ -360,11 +380,27 @@ def _auto_choice(config: RouterConfig, signals: Signals) -> _Choice:
         return _Choice(rule.route, rule.name, None, short, tuple(reasons), tuple(trace))
     if config.triage:
         reasons.append("no triage rule matched")
-    scored = _score_choice(config, signals, trace)
-    return replace(scored, reasons=(*reasons, *scored.reasons))
+    return _score_choice(config, signals, trace, reasons)
+
+
+# Where a config object keeps its forced choices, by model name: they depend on nothing else, so
+# each is made once per config rather than once per request.
+_FORCED_CHOICES = "_decision_forced_choices"
 
 
 def _forced_choice(config: RouterConfig, model: str) -> _Choice:
+    cache = config.__dict__.get(_FORCED_CHOICES)
+    if cache is None:
+        cache = {}
+        object.__setattr__(config, _FORCED_CHOICES, cache)  # not a field: eq and repr ignore it
+    choice = cache.get(model)
+    if choice is None:
+        # Only route and lane names get here without raising, so the cache stays small.
+        choice = cache[model] = _new_forced_choice(config, model)
+    return choice
+
+
+def _new_forced_choice(config: RouterConfig, model: str) -> _Choice:
     if model in config.routes:
         reason = f"model {model!r} names a route: triage skipped"
         return _Choice(model, None, None, f"model {model} (route)", (reason,), forced_kind="route")
@@ -423,7 +459,7 @@ def _lane_reasons(route: str, screen: LaneScreen, costs: Mapping[str, float]) ->
         kept = ", ".join(f"{lane} ({why})" for lane, why in screen.last_resort)
         reasons.append(f"no healthy lane in route {route}; trying anyway, as a last resort: {kept}")
     if screen.lanes:
-        listed = ", ".join(f"{lane} (est. ${costs[lane]:.6f})" for lane in screen.lanes)
+        listed = ", ".join([f"{lane} (est. ${costs[lane]:.6f})" for lane in screen.lanes])
         reasons.append(f"candidate lanes: {listed}")
     else:
         reasons.append(f"no lane of route {route} can serve this request")
@@ -452,29 +488,36 @@ def decide(
         short = f"observe: default {config.default_route}; enforce {enforce.short}"
 
     names = (enforce.lane,) if enforce.lane else config.routes[served.route].lanes
-    screen = screen_lanes(config, names, signals, lane_unavailable)
-    costs = {name: estimate_cost(config.lanes[name], signals) for name in screen.lanes}
+    known: dict[str, float] = {}
+    screen = _screen(config, names, signals, lane_unavailable, known)
+    costs = {
+        name: known[name] if name in known else estimate_cost(config.lanes[name], signals)
+        for name in screen.lanes
+    }
     reasons.extend(_lane_reasons(served.route, screen, costs))
-    return Decision(
-        mode=config.mode,
-        route=served.route,
-        rule=served.rule,
-        score=served.score,
-        lanes=screen.lanes,
-        skipped=screen.skipped,
-        reasons=tuple(reasons),
-        reason=header_safe(short),
-        enforce_route=enforce.route,
-        enforce_rule=enforce.rule,
-        enforce_score=enforce.score,
-        trace=enforce.trace,
-        signals=signals,
-        estimated_cost=costs,
-        requested_model=requested_model,
-        forced=enforce.forced_kind is not None,
-        forced_kind=enforce.forced_kind,
-        score_parts=enforce.score_parts,
-        last_resort=bool(screen.last_resort),
-        tool_failure_escalation=enforce.escalation,
-        budget_rejected=screen.budget_rejected,
+    return build_frozen(
+        Decision,
+        {
+            "mode": config.mode,
+            "route": served.route,
+            "rule": served.rule,
+            "score": served.score,
+            "lanes": screen.lanes,
+            "skipped": screen.skipped,
+            "reasons": tuple(reasons),
+            "reason": header_safe(short),
+            "enforce_route": enforce.route,
+            "enforce_rule": enforce.rule,
+            "enforce_score": enforce.score,
+            "trace": enforce.trace,
+            "signals": signals,
+            "estimated_cost": costs,
+            "requested_model": requested_model,
+            "forced": enforce.forced_kind is not None,
+            "forced_kind": enforce.forced_kind,
+            "score_parts": enforce.score_parts,
+            "last_resort": bool(screen.last_resort),
+            "tool_failure_escalation": enforce.escalation,
+            "budget_rejected": screen.budget_rejected,
+        },
     )

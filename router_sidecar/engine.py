@@ -29,7 +29,6 @@ import random
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
-from functools import partial
 from typing import Any, Protocol, TypeVar
 
 from router_sidecar import errors, fastjson
@@ -116,8 +115,9 @@ class StreamSink(Protocol):
     async def write(self, data: bytes, *, last: bool = False) -> None: ...
 
 
-# A call to one lane, given the seconds it may take (the lane's timeout, or less in a budget).
-Call = Callable[[Lane, float], Awaitable[T]]
+# A call to one lane for a run, given the seconds it may take (the lane's timeout, or less in a
+# budget).
+Call = Callable[[Run, Lane, float], Awaitable[T]]
 
 
 class Engine:
@@ -154,10 +154,10 @@ class Engine:
     def _api_key(self, lane: Lane) -> str | None:
         return self.secrets.key_for(lane.name) if self.secrets is not None else None
 
-    async def _post(self, lane: Lane, req: UpstreamRequest, total_s: float) -> Response:
+    def _post(self, lane: Lane, req: UpstreamRequest, total_s: float) -> Awaitable[Response]:
         """Send the provider request; `total_s` runs until the body's end."""
         body = fastjson.dumps(req.payload)
-        return await self.upstreams.post(
+        return self.upstreams.post(
             req.url,
             req.headers,
             body,
@@ -171,12 +171,12 @@ class Engine:
         """Serve a non-streaming request, escalating finished answers when a check fires."""
         self.budget.record_request()
         route, lanes, skipped = run.decision.route, run.decision.lanes, run.decision.skipped
-        run.note_skipped(route, skipped)
+        if skipped:
+            run.note_skipped(route, skipped)
         best: LaneAnswer | None = None
         while True:
-            call = partial(self._call_answer, run)
             try:
-                got = await self._try_lanes(run, route, lanes, skipped, call)
+                got = await self._try_lanes(run, route, lanes, skipped, self._call_answer)
             except errors.RouterError:
                 if best is None:
                     raise
@@ -224,26 +224,29 @@ class Engine:
         started = time.monotonic()
         try:
             resp = await self._post(lane, req, limit_s)
-            raw = await resp.read()
+            raw = resp.read_now()
+            if raw is None:
+                raw = await resp.read()
         except (UpstreamError, TimeoutError) as exc:
             raise LaneFailed(errors.classify_exception(exc, secret=key)) from exc
-        status, retry_after = resp.status, resp.headers.get("retry-after")
+        status = resp.status
         ms = (time.monotonic() - started) * 1000
         data = _json_or_none(raw)
         if status >= 300:
+            retry_after = resp.headers.get("retry-after")
             raise LaneFailed(errors.classify_status(status, data, retry_after, secret=key))
         try:
             answer, usage = adapter.parse_answer(data)
         except ValueError as exc:
             raise LaneFailed(errors.malformed_response(str(exc), secret=key)) from exc
         got = LaneAnswer(lane, answer, usage, ms, raw if adapter.type == "openai" else None)
-        if self._refusal_falls_back(run, answer):
+        if errors.REFUSAL in run.config.fallback.triggers and self._refusal_falls_back(run, answer):
             raise LaneFailed(errors.refused("the lane refused low-risk work"), got)
         return got
 
     def _refusal_falls_back(self, run: Run, answer: Mapping[str, Any]) -> bool:
-        if errors.REFUSAL not in run.config.fallback.triggers:
-            return False
+        """Whether a refusal in this answer moves the request on, `refusal` being a fallback
+        trigger."""
         risk = run.signals.risk  # hints arrive lower-cased
         low = run.config.escalation.low_risk_levels
         if risk is not None and risk not in low and risk not in {r.lower() for r in low}:
@@ -264,8 +267,9 @@ class Engine:
         route = run.decision.route
         run.note_skipped(route, run.decision.skipped)
 
-        call = partial(self._open_stream, run)
-        opened = await self._try_lanes(run, route, run.decision.lanes, run.decision.skipped, call)
+        opened = await self._try_lanes(
+            run, route, run.decision.lanes, run.decision.skipped, self._open_stream
+        )
         run.route, run.lane = route, opened.lane.name
         clean = False
         try:
@@ -414,7 +418,10 @@ class Engine:
                 run.fell_back(previous, name, self.metrics)
             result, failure = await self._call_with_retries(run, route, lane, call, capped)
             if isinstance(result, LaneAnswer):
-                run.account(lane, route, result.usage, answer_chars(result.answer), self.metrics)
+                # The characters only matter (as an estimate) when the provider sent no count.
+                usage = result.usage
+                chars = answer_chars(result.answer) if usage.output_tokens is None else 0
+                run.account(lane, route, usage, chars, self.metrics)
             if failure is None:
                 return result  # type: ignore[return-value]
             if refused is None:
@@ -441,7 +448,7 @@ class Engine:
             started = time.monotonic()
             limit_s = min(total_s, max(run.deadline - started, 0.001)) if capped else total_s
             try:
-                result = await call(lane, limit_s)
+                result = await call(run, lane, limit_s)
             except LaneFailed as exc:
                 failure, refused = exc.failure, exc.result
             except asyncio.CancelledError:

@@ -119,15 +119,14 @@ class Connection(asyncio.Protocol):
                 if len(self._buf) > MAX_HEAD_BYTES:
                     raise BrokenResponse("the response head is larger than 64 KiB")
                 return
-            head = bytes(self._buf[:end])
+            head = self._buf[:end]
             del self._buf[: end + 4]
             self._read_head(head)
         if not self.body_done and self._buf:
             if self._framing == _CHUNKED:
                 self._parse_chunked()
             elif self._framing == _LENGTH:
-                take = bytes(self._buf[: self._remaining])
-                del self._buf[: len(take)]
+                take = self._take(self._remaining)
                 self._remaining -= len(take)
                 self._push(take)
                 if self._remaining == 0:
@@ -136,7 +135,18 @@ class Connection(asyncio.Protocol):
                 self._push(bytes(self._buf))
                 self._buf.clear()
 
-    def _read_head(self, head: bytes) -> None:
+    def _take(self, most: int) -> bytes:
+        """Up to `most` bytes from the front of the buffer (usually all of it, in one copy)."""
+        buf = self._buf
+        if most >= len(buf):
+            take = bytes(buf)
+            buf.clear()
+        else:
+            take = bytes(buf[:most])
+            del buf[:most]
+        return take
+
+    def _read_head(self, head: bytes | bytearray) -> None:
         lines = head.decode("latin-1").split("\r\n")
         parts = lines[0].split(None, 2)
         if len(parts) < 2 or not parts[0].startswith("HTTP/1.") or not parts[1].isdigit():
@@ -153,7 +163,9 @@ class Connection(asyncio.Protocol):
         self.status, self.headers, self.head_done = status, headers, True
         connection = headers.get("connection", "").lower()
         self.keep_alive = parts[0] == "HTTP/1.1" and "close" not in connection
-        self._set_decoder(headers.get("content-encoding", "").lower().strip())
+        encoding = headers.get("content-encoding")
+        if encoding:
+            self._set_decoder(encoding.lower().strip())
         self._set_framing(status, headers)
 
     def _set_framing(self, status: int, headers: Mapping[str, str]) -> None:
@@ -181,8 +193,7 @@ class Connection(asyncio.Protocol):
         buf = self._buf
         while buf and not self.body_done:
             if self._chunk_state == _DATA:
-                take = bytes(buf[: self._remaining])
-                del buf[: len(take)]
+                take = self._take(self._remaining)
                 self._remaining -= len(take)
                 self._push(take)
                 if self._remaining == 0:
@@ -328,6 +339,14 @@ class Response:
         self._released = False
         self.status = conn.status
         self.headers: Mapping[str, str] = conn.headers
+
+    def read_now(self) -> bytes | None:
+        """The whole body if all of it has arrived (as `read` returns it), else None."""
+        if not self._conn.body_done:
+            return None
+        body = self._conn.take_chunks()
+        self.release()
+        return body
 
     async def read(self) -> bytes:
         """The whole body; the connection goes back to its pool when it allows."""

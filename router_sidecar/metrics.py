@@ -2,16 +2,18 @@
 
 `server.py` creates one `Metrics` per application and serves `render()` on `GET /metrics`;
 `engine.py`, `reload.py` and the handlers record into it. What every request records goes through
-`count` and `observe`. `count` only adds to a plain dict, which is added to the Prometheus counters
-when `/metrics` is read, so a scrape always sees every request that finished before it; the dict
-holds one number per label set, so it stays as small as the metrics themselves. Every name carries
-the `laneway_` prefix and the label sets are the SPEC's. Label values are route, lane, rule and
+`count` and `observe`. Both only add to plain dicts, which are added to the Prometheus counters and
+histograms when `/metrics` is read, so a scrape always sees every request that finished before it;
+the dicts hold one number (a counter's) or one sum and one count per bucket (a histogram's) per
+label set, so they stay as small as the metrics themselves. Every name carries the `laneway_`
+prefix and the label sets are the SPEC's. Label values are route, lane, rule and
 policy names from the config, a few fixed outcome words, and the config version: never prompt text,
 user ids or secrets, and always a bounded set.
 """
 
 from __future__ import annotations
 
+from bisect import bisect_left
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -76,7 +78,42 @@ class Gauge(_CachedLabels, _Gauge):
 
 
 class Histogram(_CachedLabels, _Histogram):
-    pass
+    """A histogram that also takes observations counted elsewhere (`Metrics.observe`). It reads
+    prometheus_client's own `_upper_bounds`, `_sum` and `_buckets` (the version is pinned)."""
+
+    @property
+    def upper_bounds(self) -> list[float]:
+        """The buckets' upper bounds in order, the last one +Inf."""
+        return self._upper_bounds
+
+    def series(self, labels: tuple[str, ...]) -> Histogram:
+        """The series of these label values (the histogram itself when it has no labels); the
+        ValueError `labels()` or `observe()` would raise for wrong ones."""
+        if labels:
+            child: Histogram = self.labels(*labels)
+            return child
+        self._raise_if_not_observable()
+        return self
+
+    def add_observations(self, total: float, counts: list[int]) -> None:
+        """Add observations noted elsewhere to this series: their sum, and how many fell in each
+        bucket (the first whose upper bound holds the value, as `observe` counts them)."""
+        self._raise_if_not_observable()
+        self._sum.inc(total)
+        for bucket, count in zip(self._buckets, counts, strict=True):
+            if count:
+                bucket.inc(count)
+
+
+class _Observed:
+    """Observations of one histogram series since the last scrape."""
+
+    __slots__ = ("bounds", "counts", "total")
+
+    def __init__(self, bounds: list[float]) -> None:
+        self.bounds = bounds
+        self.total = 0.0
+        self.counts = [0] * len(bounds)
 
 
 class Metrics:
@@ -91,6 +128,7 @@ class Metrics:
         self._lanes: set[str] = set()
         self.lane_states: Callable[[], Mapping[str, str]] | None = None
         self._counts: dict[tuple[Any, tuple[str, ...]], float] = {}
+        self._observed: dict[tuple[Histogram, tuple[str, ...]], _Observed] = {}
 
     # -- the request path -----------------------------------------------------------------------
 
@@ -100,14 +138,32 @@ class Metrics:
         self._counts[key] = self._counts.get(key, 0.0) + amount
 
     def observe(self, histogram: Histogram, labels: tuple[str, ...], value: float) -> None:
-        """Observe `value` in the histogram's series with these label values."""
-        (histogram.labels(*labels) if labels else histogram).observe(value)
+        """Observe `value` in the histogram's series with these label values (at the next
+        scrape)."""
+        seen = self._observed.get((histogram, labels))
+        if seen is None:
+            seen = self._new_series(histogram, labels)
+        seen.total += value
+        # The first bucket whose upper bound holds the value. The last bound is +Inf, so that
+        # is any value but NaN, which (as with prometheus_client's own `observe`) holds for none.
+        bounds = seen.bounds
+        i = bisect_left(bounds, value)
+        if value <= bounds[i]:
+            seen.counts[i] += 1
+
+    def _new_series(self, histogram: Histogram, labels: tuple[str, ...]) -> _Observed:
+        histogram.series(labels)  # wrong label values fail here, not at the next scrape
+        seen = self._observed[(histogram, labels)] = _Observed(histogram.upper_bounds)
+        return seen
 
     def flush(self) -> None:
-        """Add the counts noted since the last flush to the Prometheus counters."""
+        """Add the counts and observations noted since the last flush to Prometheus."""
         counts, self._counts = self._counts, {}
         for (counter, labels), amount in counts.items():
             (counter.labels(*labels) if labels else counter).inc(amount)
+        observed, self._observed = self._observed, {}
+        for (histogram, labels), seen in observed.items():
+            histogram.series(labels).add_observations(seen.total, seen.counts)
 
     def _traffic(self, reg: CollectorRegistry) -> None:
         self.requests = Counter(

@@ -88,6 +88,8 @@ class LaneGuards:
         A half-open lane hands out a single probe; the probe's lease ends when its outcome is
         recorded (or after `probe_lease_s`, in case a caller never reports back).
         """
+        if lane not in self._lanes:
+            return None  # a lane that never failed: the usual case
         reason = self.unavailable(lane)
         if reason is not None:
             return reason

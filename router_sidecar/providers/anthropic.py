@@ -57,9 +57,7 @@ def _text_of(content: Any) -> str:
         return content
     if isinstance(content, list):
         return "\n".join(
-            p["text"]
-            for p in content
-            if isinstance(p, Mapping) and isinstance(p.get("text"), str)
+            p["text"] for p in content if isinstance(p, Mapping) and isinstance(p.get("text"), str)
         )
     return ""
 

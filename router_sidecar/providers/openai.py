@@ -25,7 +25,8 @@ from router_sidecar.providers.base import (
 
 
 def _usage(obj: Any) -> Usage:
-    if not isinstance(obj, Mapping):
+    # Parsed JSON holds dicts: checking for dict first skips the slow Mapping ABC check.
+    if not isinstance(obj, (dict, Mapping)):
         return Usage()
     prompt, completion = obj.get("prompt_tokens"), obj.get("completion_tokens")
     return Usage(

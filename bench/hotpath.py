@@ -1,0 +1,398 @@
+"""Microseconds per call of each socket-free stage of one chat completion in the sidecar.
+
+Run as `.venv/bin/python bench/hotpath.py [--repeat 9] [--min-time 0.2] [--only STAGE ...]`.
+`--profile STAGE` runs one stage under cProfile instead and prints where its time goes; `--gc`
+keeps the garbage collector on while timing (it is off by default, as in `timeit`). The event
+loop is uvloop's, as in `laneway serve`; `--asyncio` uses asyncio's own.
+
+The config is the one `make bench` gives the sidecar (`servers.laneway_config`, one route and one
+lane per request kind, validated by `router_sidecar.config.parse_config`) and the body is
+`payloads.request_body`, so the stages are exactly what a `wrk` run costs per request:
+
+- `json body`: `fastjson.loads` of the request bytes.
+- `parse_hints`: the hint headers of a wrk request (there are none).
+- `extract_signals`, `decide`: the routing decision for `model: bench-plain` (a route).
+- `check_answer`: the escalation checks on the static upstream's answer.
+- `metrics`: every `Metrics.count` and `Metrics.observe` one successful request makes.
+- `record + Run`: the `DecisionRecord` and `Run` the server builds, the fields it fills at the
+  end, and `emit` with the decision log at WARNING (so the line is not written).
+- `upstream client`: `Upstreams.post` and `Response.read` over a connection whose transport
+  answers at once with the static upstream's bytes (request bytes out, response parsed).
+- `engine.complete`: `Engine.complete` for one request over that connection: lane guards, the
+  provider request and answer, the checks, retries' bookkeeping, tokens and cost.
+- `request, end to end`: all of the above in order, as `server.chat_completions` runs them,
+  without the HTTP server itself. This is the figure to compare with the server's own cost.
+
+Two more cases route `model: auto` through the support-bot policy of `examples/` (compiled by
+`laneway_operator`): one prompt a triage rule matches, one that falls through to the complexity
+score. Each figure is the median over `--repeat` runs of at least `--min-time` seconds each; a
+whole run takes about half a minute. The machine is shared and noisy: compare medians of several
+runs, taken in turns with the version you compare against.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import cProfile
+import gc
+import json
+import logging
+import os
+import pstats
+import statistics
+import sys
+import time
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parent.parent
+if str(REPO) not in sys.path:
+    sys.path.insert(0, str(REPO))  # `bench` is a folder of the repo, not an installed package
+
+from bench import payloads, servers  # noqa: E402
+from router_sidecar import fastjson  # noqa: E402
+from router_sidecar import metrics as m  # noqa: E402
+from router_sidecar.checks import check_answer  # noqa: E402
+from router_sidecar.config import RouterConfig, parse_config  # noqa: E402
+from router_sidecar.decision import Decision, decide, header_safe  # noqa: E402
+from router_sidecar.decision_log import DecisionRecord, emit  # noqa: E402
+from router_sidecar.engine import Engine, Run  # noqa: E402
+from router_sidecar.http1 import Connection  # noqa: E402
+from router_sidecar.secrets import SecretStore  # noqa: E402
+from router_sidecar.signals import Signals, extract_signals, parse_hints  # noqa: E402
+
+Stage = Callable[[], Any]
+AsyncStage = Callable[[], Awaitable[Any]]
+
+UPSTREAM_PORT = 9  # never connected to: the transport below answers in place of a socket
+EXAMPLES = REPO / "examples"
+# The headers of one of wrk's requests (see bench/loadgen.py's script), names lower-cased.
+REQUEST_HEADERS = {
+    "host": "127.0.0.1:8080",
+    "content-type": "application/json",
+    "content-length": str(len(payloads.request_body(stream=False))),
+}
+AUTO_RULE_TEXT = "Why do unit tests matter? Answer in one sentence."
+AUTO_SCORE_TEXT = "Summarise the meeting notes below in three bullet points for the team."
+_CALLS_PER_TURN = 100  # async calls between turns of the event loop
+
+
+def _upstream_answer() -> bytes:
+    """The static upstream's response to the non-streaming request, head and body, as nginx."""
+    body = payloads.plain_answer().encode()
+    head = (
+        "HTTP/1.1 200 OK\r\nServer: nginx\r\nDate: Mon, 01 Jan 2024 00:00:00 GMT\r\n"
+        f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n"
+        "Connection: keep-alive\r\n\r\n"
+    )
+    return head.encode() + body
+
+
+class _AnsweringTransport:
+    """A transport that answers every request written to it with the same response, at once."""
+
+    def __init__(self, conn: Connection, answer: bytes) -> None:
+        self.conn, self.answer = conn, answer
+
+    def write(self, data: bytes) -> None:
+        self.conn.data_received(self.answer)
+
+    def is_closing(self) -> bool:
+        return False
+
+    def abort(self) -> None:
+        pass  # a connection aborted mid-run fails the next request (port 9 is closed)
+
+    def pause_reading(self) -> None:
+        pass
+
+    def resume_reading(self) -> None:
+        pass
+
+
+# ---------------------------------------------------------------------------------------------
+# The inputs.
+
+
+def bench_config() -> RouterConfig:
+    base = f"http://127.0.0.1:{UPSTREAM_PORT}"
+    return parse_config(servers.laneway_config(f"{base}/plain/v1", f"{base}/stream/v1"))
+
+
+def auto_config() -> RouterConfig | None:
+    """The support-bot example policy compiled offline, or None when it does not compile."""
+    try:
+        from laneway_operator.manifests import compile_files
+    except ImportError:
+        return None
+    return parse_config(compile_files([str(EXAMPLES)], "support-bot", "team-a"))
+
+
+def auto_body(user_text: str) -> bytes:
+    body = json.loads(payloads.request_body(stream=False))
+    body["model"] = "auto"
+    body["messages"][-1]["content"] = user_text
+    return json.dumps(body, separators=(",", ":")).encode()
+
+
+def install_upstream(engine: Engine, config: RouterConfig) -> None:
+    """Give the engine's pool for the bench lane one connection that answers in place."""
+    lane = config.lanes[f"{payloads.PLAIN_MODEL}-lane"]
+    pool = engine.upstreams._pool(("http", "127.0.0.1", UPSTREAM_PORT))
+    assert lane.provider.base_url.startswith(f"http://127.0.0.1:{UPSTREAM_PORT}/")
+    conn = Connection(pool)
+    conn.connection_made(_AnsweringTransport(conn, _upstream_answer()))  # type: ignore[arg-type]
+    conn.idle_since = time.monotonic()
+    pool.idle.append(conn)
+
+
+# ---------------------------------------------------------------------------------------------
+# The request as the server runs it, without HTTP.
+
+
+def new_run(config: RouterConfig, body: Any, signals: Signals, decision: Decision) -> Run:
+    """The record and Run `server.chat_completions` builds before the engine starts."""
+    started = time.monotonic()
+    rec = DecisionRecord(decision_id="0" * 24)
+    rec.policy, rec.mode, rec.config_version = config.policy_name, config.mode, config.version
+    rec.requested_model, rec.stream = decision.requested_model, False
+    rec.rule, rec.score, rec.route, rec.reason = (
+        decision.rule,
+        decision.score,
+        decision.route,
+        decision.reason,
+    )
+    rec.enforce_route, rec.enforce_rule = decision.enforce_route, decision.enforce_rule
+    rec.enforce_score = decision.enforce_score
+    first = config.lanes[decision.lanes[0]]
+    budget_ms = signals.latency_budget_ms or config.latency_budget_ms
+    return Run(
+        config=config,
+        body=body,
+        signals=signals,
+        decision=decision,
+        record=rec,
+        started=started,
+        deadline=started + (budget_ms or first.total_ms) / 1000,
+        budgeted=bool(budget_ms),
+    )
+
+
+def finish(mt: m.Metrics, run: Run) -> None:
+    """What `server._finish` does for a successful request."""
+    rec = run.record
+    total = time.monotonic() - run.started
+    rec.outcome, rec.latency_ms = m.OK, total * 1000
+    rec.route, rec.lane = run.route or run.decision.route, run.lane
+    rec.upstream_ms = run.upstream_s * 1000
+    parts = [run.decision.reason, *run.notes]
+    rec.reason = header_safe("; ".join(parts)) or "-"
+    mt.observe(mt.router_overhead, (), max(0.0, total - run.upstream_s - run.waited_s))
+    mt.count(mt.requests, (rec.policy, rec.route, rec.lane, rec.outcome))
+    mt.observe(mt.request_duration, (rec.policy, rec.route), total)
+    emit(rec)
+
+
+def request_metrics(mt: m.Metrics, config: RouterConfig, decision: Decision) -> None:
+    """Every count and observation of one successful request, server's and engine's."""
+    policy, route, lane = config.policy_name, decision.route, decision.lanes[0]
+    mt.count(mt.decisions, (policy, "(model)", decision.enforce_route, config.mode))
+    mt.observe(mt.upstream_duration, (lane, "ok"), 0.0004)
+    mt.count(mt.tokens, (lane, "input"), 31)
+    mt.count(mt.tokens, (lane, "output"), 28)
+    mt.count(mt.cost, (policy, route, lane), 0.00001)
+    mt.observe(mt.router_overhead, (), 0.0002)
+    mt.count(mt.requests, (policy, route, lane, m.OK))
+    mt.observe(mt.request_duration, (policy, route), 0.0006)
+
+
+# ---------------------------------------------------------------------------------------------
+# The stages.
+
+
+def build_stages(engine: Engine) -> tuple[dict[str, Stage], dict[str, AsyncStage]]:
+    config = bench_config()
+    engine.config_applied(config)
+    install_upstream(engine, config)
+    mt = engine.metrics
+    raw = payloads.request_body(stream=False)
+    headers = REQUEST_HEADERS
+    body = fastjson.loads(raw)
+    hints = parse_hints(headers)
+    signals = extract_signals(body, hints)
+    model = body["model"]
+    decision = decide(config, signals, model, engine.lane_unavailable)
+    answer = json.loads(payloads.plain_answer())
+    lane = config.lanes[decision.lanes[0]]
+    upstream_url = lane.provider.base_url + "/chat/completions"
+    request_bytes = fastjson.dumps(body)
+    post_headers = {"Content-Type": "application/json"}
+
+    def record_and_run() -> None:
+        finish_record(new_run(config, body, signals, decision))
+
+    def finish_record(run: Run) -> None:
+        rec = run.record
+        rec.outcome, rec.latency_ms, rec.upstream_ms = m.OK, 0.6, 0.4
+        rec.route, rec.lane = decision.route, lane.name
+        rec.reason = header_safe(decision.reason) or "-"
+        emit(rec)
+
+    async def upstream_client() -> None:
+        resp = await engine.upstreams.post(
+            upstream_url, post_headers, request_bytes, connect_s=5.0, total_s=120.0
+        )
+        await resp.read()
+
+    async def engine_complete() -> None:
+        await engine.complete(new_run(config, body, signals, decision))
+
+    async def whole_request() -> None:
+        parsed = fastjson.loads(raw)
+        got_signals = extract_signals(parsed, parse_hints(headers))
+        got = decide(config, got_signals, parsed["model"], engine.lane_unavailable)
+        mt.count(mt.decisions, (config.policy_name, "(model)", got.enforce_route, config.mode))
+        run = new_run(config, parsed, got_signals, got)
+        await engine.complete(run)
+        finish(mt, run)
+
+    sync: dict[str, Stage] = {
+        "json body": lambda: fastjson.loads(raw),
+        "parse_hints": lambda: parse_hints(headers),
+        "extract_signals": lambda: extract_signals(body, hints),
+        "decide": lambda: decide(config, signals, model, engine.lane_unavailable),
+        "check_answer": lambda: check_answer(config, body, answer, signals, 0.4),
+        "metrics": lambda: request_metrics(mt, config, decision),
+        "record + Run": record_and_run,
+    }
+    sync.update(_auto_stages())
+    timed_async: dict[str, AsyncStage] = {
+        "upstream client": upstream_client,
+        "engine.complete": engine_complete,
+        "request, end to end": whole_request,
+    }
+    return sync, timed_async
+
+
+def _auto_stages() -> dict[str, Stage]:
+    config = auto_config()
+    if config is None:
+        return {}
+    stages: dict[str, Stage] = {}
+    for name, text in (("auto: rule", AUTO_RULE_TEXT), ("auto: score", AUTO_SCORE_TEXT)):
+        body = fastjson.loads(auto_body(text))
+        hints = parse_hints({})
+
+        def signals_and_decision(body: Any = body, hints: Any = hints) -> Decision:
+            return decide(config, extract_signals(body, hints), "auto")
+
+        stages[f"{name} (signals + decide)"] = signals_and_decision
+    return stages
+
+
+# ---------------------------------------------------------------------------------------------
+# Timing.
+
+
+def _loops_sync(fn: Stage, n: int) -> float:
+    started = time.perf_counter()
+    for _ in range(n):
+        fn()
+    return time.perf_counter() - started
+
+
+async def _loops_async(fn: AsyncStage, n: int) -> float:
+    started = time.perf_counter()
+    for done in range(0, n, _CALLS_PER_TURN):
+        for _ in range(min(_CALLS_PER_TURN, n - done)):
+            await fn()
+        # A turn of the loop, as between requests: it drops the connection's cancelled timers.
+        await asyncio.sleep(0)
+    return time.perf_counter() - started
+
+
+async def measure(fn: Stage | AsyncStage, is_async: bool, repeat: int, min_time: float) -> float:
+    """Median microseconds per call over `repeat` runs of at least `min_time` seconds each."""
+
+    async def run(n: int) -> float:
+        return await _loops_async(fn, n) if is_async else _loops_sync(fn, n)  # type: ignore[arg-type]
+
+    n = 1
+    while (elapsed := await run(n)) < min_time / 5:
+        n *= 4
+    n = max(1, int(n * min_time / max(elapsed, 1e-9)))
+    samples = [await run(n) / n * 1e6 for _ in range(repeat)]
+    return statistics.median(samples)
+
+
+async def run_all(args: argparse.Namespace) -> list[tuple[str, float]]:
+    # A secrets folder without key files, as `make bench` gives the sidecar: no key is sent.
+    engine = Engine(m.Metrics(), secrets=SecretStore(str(REPO / "bench")))
+    sync, timed_async = build_stages(engine)
+    stages = [(name, fn, False) for name, fn in sync.items()]
+    stages += [(name, fn, True) for name, fn in timed_async.items()]
+    if args.only:
+        stages = [s for s in stages if any(word in s[0] for word in args.only)]
+    if args.profile is not None:
+        # The stage of that name, else the first whose name holds it.
+        chosen = [s for s in stages if s[0] == args.profile]
+        chosen = chosen or [s for s in stages if args.profile in s[0]][:1]
+        for _, fn, is_async in chosen:
+            await profile(fn, is_async, args.top)
+        stages = []
+    results = []
+    for name, fn, is_async in stages:
+        results.append((name, await measure(fn, is_async, args.repeat, args.min_time)))
+    await engine.close()
+    return results
+
+
+async def profile(fn: Stage | AsyncStage, is_async: bool, top: int) -> None:
+    n = 20_000
+    profiler = cProfile.Profile()
+    profiler.enable()
+    if is_async:
+        await _loops_async(fn, n)  # type: ignore[arg-type]
+    else:
+        _loops_sync(fn, n)  # type: ignore[arg-type]
+    profiler.disable()
+    pstats.Stats(profiler, stream=sys.stdout).sort_stats("tottime").print_stats(top)
+
+
+def _uvloop() -> Callable[[], asyncio.AbstractEventLoop] | None:
+    """uvloop's event loop, which `laneway serve` uses when it is installed."""
+    try:
+        import uvloop
+    except ImportError:
+        return None
+    return uvloop.new_event_loop
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--repeat", type=int, default=9, help="runs per stage (median taken)")
+    parser.add_argument("--min-time", type=float, default=0.2, help="seconds per run")
+    parser.add_argument("--only", nargs="*", default=None, help="stages whose name holds a word")
+    parser.add_argument("--profile", default=None, metavar="STAGE", help="cProfile one stage")
+    parser.add_argument("--top", type=int, default=30, help="rows of the profile")
+    parser.add_argument("--gc", action="store_true", help="leave the garbage collector on")
+    parser.add_argument("--asyncio", action="store_true", help="asyncio's loop, not uvloop's")
+    args = parser.parse_args()
+
+    logging.basicConfig(level=logging.WARNING)
+    for name in ("http_proxy", "https_proxy", "HTTP_PROXY", "HTTPS_PROXY"):
+        os.environ.pop(name, None)  # the connection is in-process; no proxy may be chosen
+    if not args.gc:
+        gc.disable()
+    with asyncio.Runner(loop_factory=None if args.asyncio else _uvloop()) as runner:
+        results = runner.run(run_all(args))
+    width = max((len(name) for name, _ in results), default=0)
+    for name, us in results:
+        sys.stdout.write(f"{name:<{width}}  {us:8.2f} us\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -5,9 +5,9 @@ the config object the request started with, its body, signals and decision. `Eng
 serves a non-streaming request and returns the answer; `Engine.stream` serves a streaming one
 through a callback that opens the client's response only once the first upstream chunk is in hand.
 Both raise `errors.RouterError` for anything the client must see as an error. Provider calls go
-through the engine's `upstream.Upstreams` (keep-alive pools per provider host); stream bodies are
-cut into events by `providers.base.SSEDecoder`, and the frames of one upstream read reach the
-client in one write.
+through the engine's `upstream.Upstreams` (keep-alive pools per provider host); each read of a
+stream's body goes to the adapter's `providers.base.StreamTranslator`, and the frames it gives for
+that read reach the client in one write.
 
 Per lane: the circuit breaker and 429 cool-down in `resilience.LaneGuards` decide whether it may be
 called; a failure is classified (`errors.classify_*`) into a fallback trigger; a trigger listed in
@@ -28,7 +28,7 @@ import logging
 import random
 import time
 from collections.abc import Awaitable, Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Protocol, TypeVar
 
 from router_sidecar import errors, fastjson
@@ -50,7 +50,6 @@ from router_sidecar.metrics import Metrics
 from router_sidecar.providers import adapter_for
 from router_sidecar.providers.base import (
     ProviderAdapter,
-    SSEDecoder,
     StreamError,
     StreamTranslator,
     UpstreamRequest,
@@ -60,9 +59,6 @@ from router_sidecar.providers.openai import answer_chars
 from router_sidecar.resilience import LaneGuards, RetryBudget
 from router_sidecar.secrets import SecretStore
 from router_sidecar.upstream import Response, UpstreamError, Upstreams
-
-# One stream's events from one upstream read: (event name, data) pairs.
-Events = list[tuple[str | None, str]]
 
 log = logging.getLogger(__name__)
 
@@ -85,21 +81,22 @@ class OpenStream:
     response: Response
     translator: StreamTranslator
     sent_at: float
-    decoder: SSEDecoder = field(default_factory=SSEDecoder)
-    # Frames translated but not sent yet, and the events of the same upstream read after them.
-    first: list[bytes] = field(default_factory=list)
-    pending: Events = field(default_factory=list)
+    # The frames of the read that brought the first one, not sent yet, and the provider's error
+    # in a later event of that read, if any.
+    first: bytes = b""
+    failure: StreamError | None = None
     ended: bool = False
 
-    async def next_events(self) -> Events | None:
-        """The events completed by the next upstream read; None once the body has ended."""
+    async def next_frames(self) -> bytes | None:
+        """The frames for the next upstream read (perhaps none); None once the body has ended.
+        Raises `StreamError` as the translator does."""
         if self.ended:
             return None
         chunk = await self.response.next_chunk()
         if not chunk:
             self.ended = True
-            return self.decoder.close()
-        return self.decoder.feed(chunk)
+            return self.translator.close()
+        return self.translator.read(chunk)
 
     def close(self, clean: bool) -> None:
         if clean:
@@ -284,42 +281,38 @@ class Engine:
             )
             opened.close(clean)
             tr = opened.translator
-            run.account(opened.lane, route, tr.usage, tr.output_chars, self.metrics)
+            # The characters only matter (as an estimate) when the provider sent no count.
+            chars = tr.output_chars if tr.usage.output_tokens is None else 0
+            run.account(opened.lane, route, tr.usage, chars, self.metrics)
 
     async def _pump(self, run: Run, opened: OpenStream, sink: StreamSink) -> bool:
         """Copy the stream to the client, the frames of each upstream read in one write; True
         if it ended cleanly."""
         tr = opened.translator
-        frames, events = opened.first, opened.pending
-        problem = ""
+        frames: bytes | None = opened.first
+        failure = opened.failure
         while True:
             # Upstream failures end the stream with an error event, after the frames before
             # them; a failed write to the client (it went away) propagates and cancels the
             # upstream call.
-            try:
-                for event, data in events:
-                    if tr.done:
-                        break
-                    frames.extend(tr.feed(event, data))
-            except StreamError as exc:
-                problem = errors.mid_stream_problem(exc, self._api_key(opened.lane))
             if frames:
-                data = frames[0] if len(frames) == 1 else b"".join(frames)
-                await sink.write(data, last=tr.done)
-                frames = []
+                await sink.write(frames, last=tr.done)
             if tr.done:
                 return True
-            if problem:
+            if failure is not None:
+                problem = errors.mid_stream_problem(failure, self._api_key(opened.lane))
                 break
             try:
-                next_events = await opened.next_events()
+                frames = await opened.next_frames()
+            except StreamError as exc:
+                frames, failure = exc.frames, exc
+                continue
             except (UpstreamError, TimeoutError) as exc:
                 problem = f"the provider connection broke mid-stream ({type(exc).__name__})"
                 break
-            if next_events is None:
+            if frames is None:
                 problem = "the provider ended the stream early"
                 break
-            events = next_events
         run.record.error = problem
         await sink.write(
             b"data: "
@@ -359,7 +352,8 @@ class Engine:
         sent_at: float,
         key: str | None,
     ) -> OpenStream:
-        """Read until the first frame for the client; the rest of that read stays pending."""
+        """Read until a read gives frames for the client; `_pump` sends them (and then the
+        provider's error, if one followed them in that read)."""
         if resp.status >= 300:
             data = _json_or_none(await resp.read())
             retry_after = resp.headers.get("retry-after")
@@ -367,13 +361,14 @@ class Engine:
         translator = adapter.stream_translator(include_usage=wants_usage(run.body))
         opened = OpenStream(lane, resp, translator, sent_at)
         try:
-            while (events := await opened.next_events()) is not None:
-                for i, (event, data) in enumerate(events):
-                    frames = translator.feed(event, data)
-                    if frames:
-                        opened.first, opened.pending = frames, events[i + 1 :]
-                        return opened
+            while (frames := await opened.next_frames()) is not None:
+                if frames:
+                    opened.first = frames
+                    return opened
         except StreamError as exc:
+            if exc.frames:  # the error came after the first frame: the client sees it
+                opened.first, opened.failure = exc.frames, exc
+                return opened
             body = exc.body if isinstance(exc.body, Mapping) else None
             status = 500
             failure = errors.classify_status(status, body, secret=key) if body else None

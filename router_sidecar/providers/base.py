@@ -3,9 +3,11 @@
 `engine.py` talks to a lane only through an adapter from `router_sidecar.providers.adapter_for`:
 `build_request` turns the client's OpenAI-shaped body into the provider's request,
 `parse_answer` turns the provider's JSON answer back into an OpenAI `chat.completion`, and
-`stream_translator` turns the provider's stream events into OpenAI `chat.completion.chunk` SSE
-frames, one event at a time, so nothing is buffered. Adapters are stateless and pure (no I/O);
-the engine does the HTTP and cuts the stream into events with `SSEDecoder`.
+`stream_translator` gives a `StreamTranslator` that turns the body of the provider's stream, one
+network read at a time, into OpenAI `chat.completion.chunk` SSE frames, so nothing waits for the
+whole answer. Adapters are stateless and pure (no I/O); the engine does the HTTP and hands each
+read to the translator, which cuts it into events with `SSEDecoder` (an OpenAI stream's usual
+reads pass through in one piece: see `openai.OpenAIStream`).
 """
 
 from __future__ import annotations
@@ -36,19 +38,24 @@ class Usage:
 
 
 class StreamError(Exception):
-    """The provider sent an error event inside a stream; `body` is its parsed payload."""
+    """The provider sent an error event (or an unreadable one) inside a stream; `body` is its
+    parsed payload. `frames` holds the frames of the events before it in the same read."""
 
     def __init__(self, message: str, body: Any = None) -> None:
         super().__init__(message)
         self.body = body
+        self.frames = b""
 
 
 class StreamTranslator(ABC):
     """Turns one provider stream into OpenAI SSE frames.
 
-    `feed` gets each event (its `event:` name, if any, and its `data:` text) and returns the
-    frames to send to the client, possibly none. It raises `StreamError` when the provider
-    reports an error inside the stream. After the provider's last event `done` is True.
+    `read` gets the body bytes of each network read and returns the frames for the events they
+    complete, joined (empty if none yet); `close` does the same once the body has ended. Both
+    raise `StreamError` when the provider reports an error inside the stream, after the frames
+    of the events before it (they are in the exception's `frames`). Events after the provider's
+    last one, which sets `done`, are not read. Subclasses implement `feed`, which gets each
+    event (its `event:` name, if any, and its `data:` text) and returns its frames, possibly none.
     """
 
     def __init__(self) -> None:
@@ -56,9 +63,29 @@ class StreamTranslator(ABC):
         self.usage = Usage()
         self.finish_reason: str | None = None
         self.output_chars = 0
+        self.decoder = SSEDecoder()
 
     @abstractmethod
     def feed(self, event: str | None, data: str) -> list[bytes]: ...
+
+    def read(self, chunk: bytes) -> bytes:
+        return self.translate(self.decoder.feed(chunk))
+
+    def close(self) -> bytes:
+        return self.translate(self.decoder.close())
+
+    def translate(self, events: list[tuple[str | None, str]]) -> bytes:
+        """The frames of `events`, in one piece, up to the stream's last event."""
+        frames: list[bytes] = []
+        try:
+            for event, data in events:
+                if self.done:
+                    break
+                frames.extend(self.feed(event, data))
+        except StreamError as exc:
+            exc.frames = b"".join(frames)
+            raise
+        return b"".join(frames)
 
 
 class ProviderAdapter(ABC):
@@ -114,19 +141,31 @@ class SSEDecoder:
         self._data: list[str] = []
 
     def feed(self, chunk: bytes) -> list[tuple[str | None, str]]:
+        region = self.feed_blocks(chunk)
+        if region is None:
+            return self._feed_lines(self._tail + chunk)
+        return self.events(region)
+
+    def feed_blocks(self, chunk: bytes) -> bytes | None:
+        """`feed` in two steps for the usual stream, whose lines end in a bare newline: the bytes
+        of the events that `chunk` completes, up to and including the last one's blank line
+        (empty if none yet), for `events`. None, having consumed nothing, if the bytes have a
+        carriage return or an event began in an earlier read: `feed` reads those line by line."""
         buffered = self._tail + chunk if self._tail else chunk
         if b"\r" in buffered or self._data or self._event is not None:
-            return self._feed_lines(buffered)
-        # The usual stream: events that end in "\n\n". Cut after the last complete one and
-        # read each event whole; events with more than one line take the general path.
+            return None
         cut = buffered.rfind(b"\n\n")
         if cut < 0:
             self._tail = buffered
-            return []
+            return b""
         self._tail = buffered[cut + 2 :]
+        return buffered[: cut + 2]
+
+    def events(self, region: bytes) -> list[tuple[str | None, str]]:
+        """The events in bytes from `feed_blocks`; an event of one `data: ` line is read whole."""
         events: list[tuple[str | None, str]] = []
         # Decoding whole lines at once is safe: a UTF-8 sequence never spans a newline.
-        for block in buffered[:cut].decode("utf-8", "replace").split("\n\n"):
+        for block in region[:-2].decode("utf-8", "replace").split("\n\n") if region else ():
             if block.startswith("data: ") and "\n" not in block:
                 events.append((None, block[6:]))
             else:

@@ -4,12 +4,20 @@ The client already speaks this shape, so the body passes through with the lane's
 output limit; the answer and the stream come back unchanged. Streams ask the provider for a usage
 chunk so the router can count tokens and cost; that chunk is passed on only if the client asked
 for it too. Called by `engine.py` through `router_sidecar.providers.adapter_for`.
+
+Streams are the sidecar's busiest path, so `OpenAIStream` passes the usual read (whole one-line
+`data: {...}` events) on as the bytes that arrived: each chunk is parsed, to know it is a JSON
+object, but only those that carry something (a finish reason, usage, an error) are read further.
+Anything unusual in a read sends that read event by event through `feed`.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
+from itertools import repeat
 from typing import Any
+
+import orjson
 
 from router_sidecar import fastjson
 from router_sidecar.config import Lane
@@ -63,12 +71,132 @@ def _call_chars(calls: Any) -> int:
     return total
 
 
+_DONE_EVENT = b"data: [DONE]\n\n"
+# orjson reads integers beyond 64 bits as floats where `json` keeps them exact, so `fastjson`
+# gives text with a run of 19 digits to `json`; `_as_fed` does the same for the chunks it reads.
+_DIGITS_AS_ZERO = bytes.maketrans(b"0123456789", b"0" * 10)
+_LONG_RUN = b"0" * 19
+# Chunks passed through whole are counted (see `OpenAIStream.output_chars`) once this many wait.
+_UNCOUNTED_LIMIT = 64
+
+
 class OpenAIStream(StreamTranslator):
-    """Pass OpenAI chunks through as they are, noting usage and the finish reason."""
+    """Pass OpenAI chunks through as they are, noting usage and the finish reason.
+
+    `read` takes the usual read, whole one-line `data: {...}` events, in one piece: it parses all
+    its chunks, passes the bytes on as they arrived and gives only the chunks that carry something
+    (`_is_notable`) to `_take`. Any other read goes event by event through `feed`, and so do the
+    events left when the body ends.
+    """
 
     def __init__(self, include_usage: bool) -> None:
         super().__init__()
         self._include_usage = include_usage
+
+    @property
+    def output_chars(self) -> int:
+        """Characters of text and tool-call arguments so far. They matter only when no usage
+        arrives, so the chunks passed through whole are kept, parsed, and counted when asked."""
+        if self._uncounted:
+            for chunk in self._uncounted:
+                self._chars += _content_chars(chunk.get("choices"))
+            self._uncounted = []
+        return self._chars
+
+    @output_chars.setter
+    def output_chars(self, value: int) -> None:
+        self._chars = value
+        self._uncounted: list[dict[str, Any]] = []
+
+    def read(self, chunk: bytes) -> bytes:
+        region = self.decoder.feed_blocks(chunk)
+        if region is None:
+            return super().read(chunk)
+        if not region or self.done:
+            return b""
+        frames = self._pass_through(region)
+        return frames if frames is not None else self.translate(self.decoder.events(region))
+
+    def _pass_through(self, region: bytes) -> bytes | None:
+        """The frames for the whole events from `SSEDecoder.feed_blocks` if each is one line
+        `data: <JSON object>` that orjson reads (the last may be `data: [DONE]`): the bytes as
+        they arrived, less the usage chunk the client did not ask for. None, having noted
+        nothing, if not."""
+        if not region.startswith(b"data: "):
+            return None
+        lines = region.count(b"\n")
+        if lines == 2:
+            return self._pass_one(region)
+        texts = region[6:-2].split(b"\n\ndata: ")
+        if lines != 2 * len(texts):
+            return None  # an event of more than one line
+        done = texts[-1] == b"[DONE]"
+        body = texts[:-1] if done else texts
+        # orjson reads only valid UTF-8, so bytes that `feed` would read as U+FFFD do not pass
+        # as they are; an earlier [DONE], which is not JSON, takes the event-by-event path too.
+        try:
+            chunks = list(map(orjson.loads, body))
+        except orjson.JSONDecodeError:
+            return None
+        if not all(map(isinstance, chunks, repeat(dict))):
+            return None
+        notable = [i for i, chunk in enumerate(chunks) if _is_notable(chunk)]
+        if not notable:
+            self._uncount(chunks)
+            self.done = done
+            return region  # every event as it came, [DONE] included
+        frames = self._frames(body, chunks, notable)
+        if done:
+            self.done = True
+            return frames + _DONE_EVENT
+        return frames
+
+    def _pass_one(self, region: bytes) -> bytes | None:
+        """`_pass_through` for a read of one event, the usual case once a stream flows."""
+        text = region[6:-2]
+        if text == b"[DONE]":
+            self.done = True
+            return region
+        try:
+            chunk = orjson.loads(text)
+        except orjson.JSONDecodeError:
+            return None
+        if not isinstance(chunk, dict):
+            return None
+        if _is_notable(chunk):
+            return self._take(_as_fed(chunk, text), text)
+        self._uncount([chunk])
+        return region
+
+    def _frames(
+        self, texts: list[bytes], chunks: list[dict[str, Any]], notable: list[int]
+    ) -> bytes:
+        """The frames for the chunks with these `texts`: the `notable` ones (their places) from
+        `_take`, the others as they are."""
+        frames: list[bytes] = []
+        start = 0
+        try:
+            for i in notable:
+                frames.append(self._pass(texts[start:i], chunks[start:i]))
+                frames.append(self._take(_as_fed(chunks[i], texts[i]), texts[i]))
+                start = i + 1
+        except StreamError as exc:
+            exc.frames = b"".join(frames)
+            raise
+        frames.append(self._pass(texts[start:], chunks[start:]))
+        return b"".join(frames)
+
+    def _pass(self, texts: list[bytes], chunks: list[dict[str, Any]]) -> bytes:
+        """The frames of chunks passed on as they are: their events, unchanged."""
+        if not texts:
+            return b""
+        self._uncount(chunks)
+        return b"data: " + b"\n\ndata: ".join(texts) + b"\n\n"
+
+    def _uncount(self, chunks: list[dict[str, Any]]) -> None:
+        self._uncounted.extend(chunks)
+        if len(self._uncounted) > _UNCOUNTED_LIMIT:
+            _ = self.output_chars  # counting them now keeps a long stream's memory bounded
 
     def feed(self, event: str | None, data: str) -> list[bytes]:
         if data == "[DONE]":
@@ -80,6 +208,12 @@ class OpenAIStream(StreamTranslator):
             raise StreamError(f"unreadable stream chunk: {exc}") from exc
         if not isinstance(chunk, dict):
             raise StreamError("stream chunk is not a JSON object")
+        frame = self._take(chunk, data.encode())
+        return [frame] if frame else []
+
+    def _take(self, chunk: dict[str, Any], data: bytes) -> bytes:
+        """Note what a parsed chunk says and return its frame (none for the usage chunk the
+        client did not ask for); `data` is its text."""
         if "error" in chunk:
             raise StreamError("the provider reported an error in the stream", chunk)
         choices = chunk.get("choices")
@@ -87,22 +221,44 @@ class OpenAIStream(StreamTranslator):
             for choice in choices:
                 if not isinstance(choice, dict):
                     continue
-                # _choice_chars, inlined for the usual delta: this runs for every chunk.
+                # _choice_chars, inlined for the usual delta.
                 part = choice.get("delta") or choice.get("message")
                 if isinstance(part, dict):
                     content = part.get("content")
                     if isinstance(content, str):
-                        self.output_chars += len(content)
+                        self._chars += len(content)
                     if part.get("tool_calls"):
-                        self.output_chars += _call_chars(part["tool_calls"])
+                        self._chars += _call_chars(part["tool_calls"])
                 if choice.get("finish_reason"):
                     self.finish_reason = choice["finish_reason"]
         usage = chunk.get("usage")
         if usage:
             self.usage = _usage(usage)
             if not choices and not self._include_usage:
-                return []  # the usage-only chunk the router asked for, not the client
-        return [b"data: " + data.encode() + b"\n\n"]
+                return b""  # the usage-only chunk the router asked for, not the client
+        return b"data: " + data + b"\n\n"
+
+
+def _is_notable(chunk: dict[str, Any]) -> bool:
+    """Whether `_take` does more with the chunk than pass it on and count its characters."""
+    if "error" in chunk or chunk.get("usage"):
+        return True
+    choices = chunk.get("choices")
+    if isinstance(choices, list):
+        for choice in choices:
+            if isinstance(choice, dict) and choice.get("finish_reason"):
+                return True
+    return False
+
+
+def _as_fed(chunk: dict[str, Any], text: bytes) -> dict[str, Any]:
+    """`chunk`, read by orjson from `text`, as `feed` reads it: `fastjson.loads` gives text with
+    very long integers to `json`, which reads these bytes as it reads their decoded text (orjson
+    read them, so they are UTF-8 without a byte-order mark)."""
+    if _LONG_RUN in text.translate(_DIGITS_AS_ZERO):
+        parsed: dict[str, Any] = fastjson.loads(text)
+        return parsed
+    return chunk
 
 
 class OpenAIAdapter(ProviderAdapter):

@@ -14,14 +14,16 @@ lane per request kind, validated by `router_sidecar.config.parse_config`) and th
 - `extract_signals`, `decide`: the routing decision for `model: bench-plain` (a route).
 - `check_answer`: the escalation checks on the static upstream's answer.
 - `metrics`: every `Metrics.count` and `Metrics.observe` one successful request makes.
-- `record + Run`: the `DecisionRecord` and `Run` the server builds, the fields it fills at the
-  end, and `emit` with the decision log at WARNING (so the line is not written).
+- `record + Run`: the server's own `_start_run` and `_finish` for a successful request: the
+  `DecisionRecord` and `Run`, the decision's count, the remembered decision id, the request's
+  metrics, and `emit` with the decision log at WARNING (so the line is not written).
 - `upstream client`: `Upstreams.post` and `Response.read` over a connection whose transport
   answers at once with the static upstream's bytes (request bytes out, response parsed).
 - `engine.complete`: `Engine.complete` for one request over that connection: lane guards, the
   provider request and answer, the checks, retries' bookkeeping, tokens and cost.
-- `request, end to end`: all of the above in order, as `server.chat_completions` runs them,
-  without the HTTP server itself. This is the figure to compare with the server's own cost.
+- `request, end to end`: `server.chat_completions` itself, given the request as the HTTP layer
+  hands it over: all of the above, the body checks and the answer's headers; only the HTTP
+  server is left out. This is the figure to compare with the server's own cost.
 
 Two more cases route `model: auto` through the support-bot policy of `examples/` (compiled by
 `laneway_operator`): one prompt a triage rule matches, one that falls through to the complexity
@@ -56,11 +58,20 @@ from router_sidecar import fastjson  # noqa: E402
 from router_sidecar import metrics as m  # noqa: E402
 from router_sidecar.checks import check_answer  # noqa: E402
 from router_sidecar.config import RouterConfig, parse_config  # noqa: E402
-from router_sidecar.decision import Decision, decide, header_safe  # noqa: E402
-from router_sidecar.decision_log import DecisionRecord, emit  # noqa: E402
+from router_sidecar.decision import Decision, decide  # noqa: E402
+from router_sidecar.decision_log import DecisionRecord  # noqa: E402
 from router_sidecar.engine import Engine, Run  # noqa: E402
 from router_sidecar.http1 import Connection  # noqa: E402
+from router_sidecar.http_server import Request, Response  # noqa: E402
+from router_sidecar.reload import ConfigStore  # noqa: E402
 from router_sidecar.secrets import SecretStore  # noqa: E402
+from router_sidecar.server import (  # noqa: E402
+    State,
+    _finish,
+    _start_run,
+    build_app,
+    chat_completions,
+)
 from router_sidecar.signals import Signals, extract_signals, parse_hints  # noqa: E402
 
 Stage = Callable[[], Any]
@@ -152,47 +163,15 @@ def install_upstream(engine: Engine, config: RouterConfig) -> None:
 # The request as the server runs it, without HTTP.
 
 
-def new_run(config: RouterConfig, body: Any, signals: Signals, decision: Decision) -> Run:
-    """The record and Run `server.chat_completions` builds before the engine starts."""
-    started = time.monotonic()
+def new_run(state: State, body: Any, signals: Signals, decision: Decision) -> Run:
+    """The record and Run that `server.chat_completions` builds before the engine starts (by
+    the server's own `_start_run`, which also counts the decision)."""
+    config = state.store.current
+    assert config is not None
     rec = DecisionRecord(decision_id="0" * 24)
     rec.policy, rec.mode, rec.config_version = config.policy_name, config.mode, config.version
     rec.requested_model, rec.stream = decision.requested_model, False
-    rec.rule, rec.score, rec.route, rec.reason = (
-        decision.rule,
-        decision.score,
-        decision.route,
-        decision.reason,
-    )
-    rec.enforce_route, rec.enforce_rule = decision.enforce_route, decision.enforce_rule
-    rec.enforce_score = decision.enforce_score
-    first = config.lanes[decision.lanes[0]]
-    budget_ms = signals.latency_budget_ms or config.latency_budget_ms
-    return Run(
-        config=config,
-        body=body,
-        signals=signals,
-        decision=decision,
-        record=rec,
-        started=started,
-        deadline=started + (budget_ms or first.total_ms) / 1000,
-        budgeted=bool(budget_ms),
-    )
-
-
-def finish(mt: m.Metrics, run: Run) -> None:
-    """What `server._finish` does for a successful request."""
-    rec = run.record
-    total = time.monotonic() - run.started
-    rec.outcome, rec.latency_ms = m.OK, total * 1000
-    rec.route, rec.lane = run.route or run.decision.route, run.lane
-    rec.upstream_ms = run.upstream_s * 1000
-    parts = [run.decision.reason, *run.notes]
-    rec.reason = header_safe("; ".join(parts)) or "-"
-    mt.observe(mt.router_overhead, (), max(0.0, total - run.upstream_s - run.waited_s))
-    mt.count(mt.requests, (rec.policy, rec.route, rec.lane, rec.outcome))
-    mt.observe(mt.request_duration, (rec.policy, rec.route), total)
-    emit(rec)
+    return _start_run(state, config, body, signals, decision, rec, time.monotonic())
 
 
 def request_metrics(mt: m.Metrics, config: RouterConfig, decision: Decision) -> None:
@@ -212,11 +191,10 @@ def request_metrics(mt: m.Metrics, config: RouterConfig, decision: Decision) -> 
 # The stages.
 
 
-def build_stages(engine: Engine) -> tuple[dict[str, Stage], dict[str, AsyncStage]]:
-    config = bench_config()
-    engine.config_applied(config)
+def build_stages(state: State) -> tuple[dict[str, Stage], dict[str, AsyncStage]]:
+    engine, mt, config = state.engine, state.metrics, state.store.current
+    assert config is not None
     install_upstream(engine, config)
-    mt = engine.metrics
     raw = payloads.request_body(stream=False)
     headers = REQUEST_HEADERS
     body = fastjson.loads(raw)
@@ -231,14 +209,9 @@ def build_stages(engine: Engine) -> tuple[dict[str, Stage], dict[str, AsyncStage
     post_headers = {"Content-Type": "application/json"}
 
     def record_and_run() -> None:
-        finish_record(new_run(config, body, signals, decision))
-
-    def finish_record(run: Run) -> None:
-        rec = run.record
-        rec.outcome, rec.latency_ms, rec.upstream_ms = m.OK, 0.6, 0.4
-        rec.route, rec.lane = decision.route, lane.name
-        rec.reason = header_safe(decision.reason) or "-"
-        emit(rec)
+        run = new_run(state, body, signals, decision)
+        run.record.outcome, run.lane = m.OK, lane.name
+        _finish(state, run.record, run, run.started)
 
     async def upstream_client() -> None:
         resp = await engine.upstreams.post(
@@ -247,16 +220,13 @@ def build_stages(engine: Engine) -> tuple[dict[str, Stage], dict[str, AsyncStage
         await resp.read()
 
     async def engine_complete() -> None:
-        await engine.complete(new_run(config, body, signals, decision))
+        await engine.complete(new_run(state, body, signals, decision))
 
     async def whole_request() -> None:
-        parsed = fastjson.loads(raw)
-        got_signals = extract_signals(parsed, parse_hints(headers))
-        got = decide(config, got_signals, parsed["model"], engine.lane_unavailable)
-        mt.count(mt.decisions, (config.policy_name, "(model)", got.enforce_route, config.mode))
-        run = new_run(config, parsed, got_signals, got)
-        await engine.complete(run)
-        finish(mt, run)
+        request = Request("POST", payloads.CHAT_PATH, "", headers, raw, "127.0.0.1", True)
+        answer = await chat_completions(state, request)
+        if not isinstance(answer, Response) or answer.status != 200:
+            raise RuntimeError(f"the bench request failed: {getattr(answer, 'body', answer)!r}")
 
     sync: dict[str, Stage] = {
         "json body": lambda: fastjson.loads(raw),
@@ -317,7 +287,9 @@ async def measure(fn: Stage | AsyncStage, is_async: bool, repeat: int, min_time:
     """Median microseconds per call over `repeat` runs of at least `min_time` seconds each."""
 
     async def run(n: int) -> float:
-        return await _loops_async(fn, n) if is_async else _loops_sync(fn, n)  # type: ignore[arg-type]
+        if is_async:
+            return await _loops_async(fn, n)  # type: ignore[arg-type]
+        return _loops_sync(fn, n)  # type: ignore[arg-type]
 
     n = 1
     while (elapsed := await run(n)) < min_time / 5:
@@ -329,8 +301,10 @@ async def measure(fn: Stage | AsyncStage, is_async: bool, repeat: int, min_time:
 
 async def run_all(args: argparse.Namespace) -> list[tuple[str, float]]:
     # A secrets folder without key files, as `make bench` gives the sidecar: no key is sent.
-    engine = Engine(m.Metrics(), secrets=SecretStore(str(REPO / "bench")))
-    sync, timed_async = build_stages(engine)
+    store = ConfigStore(SecretStore(str(REPO / "bench")))
+    store.apply(bench_config(), source="bench")
+    app = build_app(store)
+    sync, timed_async = build_stages(app.state)
     stages = [(name, fn, False) for name, fn in sync.items()]
     stages += [(name, fn, True) for name, fn in timed_async.items()]
     if args.only:
@@ -345,7 +319,7 @@ async def run_all(args: argparse.Namespace) -> list[tuple[str, float]]:
     results = []
     for name, fn, is_async in stages:
         results.append((name, await measure(fn, is_async, args.repeat, args.min_time)))
-    await engine.close()
+    await app.close(0)
     return results
 
 

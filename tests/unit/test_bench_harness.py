@@ -247,3 +247,25 @@ def test_litellm_bench_config_maps_both_model_names_and_disables_spend_tracking(
     }
     assert doc["general_settings"]["disable_spend_logs"] is True
     assert doc["litellm_settings"]["callbacks"] == []
+
+
+# ---------------------------------------------------------------------------------------------
+# bench/hotpath.py: its stages run the sidecar's own code.
+
+
+def test_hotpath_times_every_stage_through_the_servers_own_request_path(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import argparse
+    import asyncio
+
+    from bench import hotpath
+
+    for name in ("http_proxy", "https_proxy", "HTTP_PROXY", "HTTPS_PROXY"):
+        monkeypatch.delenv(name, raising=False)
+    args = argparse.Namespace(only=None, profile=None, repeat=1, min_time=0.001, top=5)
+    # `request, end to end` stops the run unless `server.chat_completions` answers 200.
+    results = dict(asyncio.run(hotpath.run_all(args)))
+    for stage in ("decide", "record + Run", "engine.complete", "request, end to end"):
+        assert results[stage] > 0, stage
+    assert results["request, end to end"] > results["decide"]

@@ -13,7 +13,13 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from bench.stats import Round, median_difference, median_of, median_ratio
+from bench.stats import (
+    Round,
+    median_cpu_per_request_us,
+    median_difference,
+    median_of,
+    median_ratio,
+)
 
 DIRECT = "direct"
 TARGET_ORDER = ("direct", "nginx", "litellm", "laneway")
@@ -45,6 +51,8 @@ def summarise_target(
         "stream_rps": median_of(rounds, "stream_rps"),
         "plain_cpu": median_of(rounds, "plain_cpu"),
         "stream_cpu": median_of(rounds, "stream_cpu"),
+        "plain_cpu_us": median_cpu_per_request_us(rounds, "plain_cpu", "plain_rps"),
+        "stream_cpu_us": median_cpu_per_request_us(rounds, "stream_cpu", "stream_rps"),
         "rss_mb": rss_mb,
     }
 
@@ -189,6 +197,19 @@ def ratio_rows(ratio: Mapping[str, float | None]) -> list[str]:
     return rows
 
 
+def cpu_rows(summary: Mapping[str, Mapping[str, float | None]]) -> list[str]:
+    """Each proxy's CPU per request at saturation: what the throughput ratios come from."""
+    rows = [_row("proxy CPU per request (median of rounds)", "non-streaming", "streaming")]
+    rows.append(_row("---", "---:", "---:"))
+    for name in TARGET_ORDER:
+        row = summary.get(name)
+        if name == DIRECT or row is None:
+            continue
+        plain, stream = row.get("plain_cpu_us"), row.get("stream_cpu_us")
+        rows.append(_row(TITLES[name], _num(plain, 0, " µs"), _num(stream, 0, " µs")))
+    return rows
+
+
 def check_rows(checks: Sequence[Check]) -> list[str]:
     rows = [
         _row("Laneway target", "measured", "limit", "verdict"),
@@ -214,6 +235,8 @@ def render_markdown(result: Mapping[str, Any]) -> str:
         *table_rows(result["summary"]),
         "",
         *ratio_rows(result["ratios"]),
+        "",
+        *cpu_rows(result["summary"]),
         "",
         *check_rows(result["checks"]),
     ]

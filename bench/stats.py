@@ -89,3 +89,14 @@ def median_ratio(target: Sequence[Round], baseline: Sequence[Round], key: str) -
     """Median over rounds of `target[key] / baseline[key]`; None when no round pairs up."""
     ratios = [t / b for t, b in _pairs(target, baseline, key) if b]
     return median(ratios) if ratios else None
+
+
+def median_cpu_per_request_us(rounds: Sequence[Round], cpu_key: str, rps_key: str) -> float | None:
+    """Median over rounds of the CPU one request took, in microseconds of one core: `cpu_key` is
+    the share of a core in percent while `rps_key` requests per second were served."""
+    costs = []
+    for r in rounds:
+        cpu, rps = r.get(cpu_key), r.get(rps_key)
+        if cpu is not None and rps:
+            costs.append(cpu / 100 / rps * 1e6)
+    return median(costs) if costs else None

@@ -124,11 +124,8 @@ class OpenAIStream(StreamTranslator):
         nothing, if not."""
         if not region.startswith(b"data: "):
             return None
-        lines = region.count(b"\n")
-        if lines == 2:
-            return self._pass_one(region)
         texts = region[6:-2].split(b"\n\ndata: ")
-        if lines != 2 * len(texts):
+        if region.count(b"\n") != 2 * len(texts):
             return None  # an event of more than one line
         done = texts[-1] == b"[DONE]"
         body = texts[:-1] if done else texts
@@ -150,23 +147,6 @@ class OpenAIStream(StreamTranslator):
             self.done = True
             return frames + _DONE_EVENT
         return frames
-
-    def _pass_one(self, region: bytes) -> bytes | None:
-        """`_pass_through` for a read of one event, the usual case once a stream flows."""
-        text = region[6:-2]
-        if text == b"[DONE]":
-            self.done = True
-            return region
-        try:
-            chunk = orjson.loads(text)
-        except orjson.JSONDecodeError:
-            return None
-        if not isinstance(chunk, dict):
-            return None
-        if _is_notable(chunk):
-            return self._take(_as_fed(chunk, text), text)
-        self._uncount([chunk])
-        return region
 
     def _frames(
         self, texts: list[bytes], chunks: list[dict[str, Any]], notable: list[int]

@@ -79,9 +79,10 @@ def _type_of(schema: dict[str, Any]) -> str:
 
 
 def _string(schema: dict[str, Any], text: str) -> str:
-    longest = int(min(_number(schema.get("maxLength"), len(text)), len(text)))
-    value = text[: max(0, longest)]
-    shortest = int(min(_number(schema.get("minLength"), 0), 10_000))
+    longest = int(max(0, min(_number(schema.get("maxLength"), len(text)), len(text))))
+    value = text[:longest]
+    # Bounded both ways: str.ljust takes no width beyond a C ssize_t, negative or not.
+    shortest = int(max(0, min(_number(schema.get("minLength"), 0), 10_000)))
     return value.ljust(shortest, ".")
 
 

@@ -7,7 +7,7 @@ from typing import Any
 
 import jsonschema
 import pytest
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from router_sidecar.simulator.answers import (
@@ -239,6 +239,8 @@ _BODY = st.fixed_dictionaries(
 
 @settings(max_examples=100, database=None, deadline=None)
 @given(schema=_JSON)
+@example(schema={"minLength": -9.223372036854778e18})  # past a C ssize_t, once an OverflowError
+@example(schema={"type": "string", "maxLength": -1e300, "minLength": 1e300})
 def test_any_schema_yields_a_json_value_without_raising(schema: Any) -> None:
     json.dumps(example_for(schema, "text"))
 

@@ -25,6 +25,14 @@ lane per request kind, validated by `router_sidecar.config.parse_config`) and th
   hands it over: all of the above, the body checks and the answer's headers; only the HTTP
   server is left out. This is the figure to compare with the server's own cost.
 
+The streaming request (`model: bench-stream`, `"stream": true`) has three more, against the
+static upstream's 2 KB SSE answer of 12 events, which arrives in one read as it does from nginx:
+
+- `stream translator`: the OpenAI stream translator reading that answer (`OpenAIStream.read`).
+- `engine.stream`: `Engine.stream` for one request, its frames written to a sink that drops them.
+- `stream request, end to end`: `server.chat_completions` for the streaming request, the client
+  connection a stand-in that takes the chunked answer's bytes (it must get them all).
+
 Two more cases route `model: auto` through the support-bot policy of `examples/` (compiled by
 `laneway_operator`): one prompt a triage rule matches, one that falls through to the complexity
 score. Each figure is the median over `--repeat` runs of at least `--min-time` seconds each; a
@@ -62,7 +70,8 @@ from router_sidecar.decision import Decision, decide  # noqa: E402
 from router_sidecar.decision_log import DecisionRecord  # noqa: E402
 from router_sidecar.engine import Engine, Run  # noqa: E402
 from router_sidecar.http1 import Connection  # noqa: E402
-from router_sidecar.http_server import Request, Response  # noqa: E402
+from router_sidecar.http_server import Request, Response, Stream  # noqa: E402
+from router_sidecar.providers import adapter_for  # noqa: E402
 from router_sidecar.reload import ConfigStore  # noqa: E402
 from router_sidecar.secrets import SecretStore  # noqa: E402
 from router_sidecar.server import (  # noqa: E402
@@ -90,25 +99,31 @@ AUTO_SCORE_TEXT = "Summarise the meeting notes below in three bullet points for 
 _CALLS_PER_TURN = 100  # async calls between turns of the event loop
 
 
-def _upstream_answer() -> bytes:
-    """The static upstream's response to the non-streaming request, head and body, as nginx."""
-    body = payloads.plain_answer().encode()
+def _upstream_answer(*, stream: bool) -> bytes:
+    """The static upstream's response to the request of that kind, head and body, as nginx."""
+    if stream:
+        body, kind = payloads.stream_answer().encode(), "text/event-stream"
+    else:
+        body, kind = payloads.plain_answer().encode(), "application/json"
     head = (
         "HTTP/1.1 200 OK\r\nServer: nginx\r\nDate: Mon, 01 Jan 2024 00:00:00 GMT\r\n"
-        f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n"
+        f"Content-Type: {kind}\r\nContent-Length: {len(body)}\r\n"
         "Connection: keep-alive\r\n\r\n"
     )
     return head.encode() + body
 
 
 class _AnsweringTransport:
-    """A transport that answers every request written to it with the same response, at once."""
+    """A transport that answers every request written to it at once, as the static upstream
+    does: the streaming answer for its `/stream/` path, else the non-streaming one."""
 
-    def __init__(self, conn: Connection, answer: bytes) -> None:
-        self.conn, self.answer = conn, answer
+    def __init__(self, conn: Connection) -> None:
+        self.conn = conn
+        self.answers = {kind: _upstream_answer(stream=kind) for kind in (False, True)}
 
     def write(self, data: bytes) -> None:
-        self.conn.data_received(self.answer)
+        line = data[: data.find(b"\r\n")]
+        self.conn.data_received(self.answers[b" /stream/" in line])
 
     def is_closing(self) -> bool:
         return False
@@ -149,28 +164,57 @@ def auto_body(user_text: str) -> bytes:
 
 
 def install_upstream(engine: Engine, config: RouterConfig) -> None:
-    """Give the engine's pool for the bench lane one connection that answers in place."""
-    lane = config.lanes[f"{payloads.PLAIN_MODEL}-lane"]
+    """Give the engine's pool for the bench lanes (both on one host) one connection that
+    answers in place."""
+    for model in (payloads.PLAIN_MODEL, payloads.STREAM_MODEL):
+        lane = config.lanes[f"{model}-lane"]
+        assert lane.provider.base_url.startswith(f"http://127.0.0.1:{UPSTREAM_PORT}/")
     pool = engine.upstreams._pool(("http", "127.0.0.1", UPSTREAM_PORT))
-    assert lane.provider.base_url.startswith(f"http://127.0.0.1:{UPSTREAM_PORT}/")
     conn = Connection(pool)
-    conn.connection_made(_AnsweringTransport(conn, _upstream_answer()))  # type: ignore[arg-type]
+    conn.connection_made(_AnsweringTransport(conn))  # type: ignore[arg-type]
     conn.idle_since = time.monotonic()
     pool.idle.append(conn)
+
+
+class _Parser:
+    def get_http_version(self) -> str:
+        return "1.1"
+
+
+class _ClientConnection:
+    """The client's side of a streamed answer, as `http_server.Stream` uses it: an HTTP/1.1
+    connection whose writes go nowhere but are counted."""
+
+    def __init__(self) -> None:
+        self.parser = _Parser()
+        self.closing = False
+        self.sent = 0
+
+    async def send(self, data: bytes) -> None:
+        self.sent += len(data)
+
+
+class _Discard:
+    """A stream sink for `Engine.stream` that drops the frames."""
+
+    async def write(self, data: bytes, *, last: bool = False) -> None:
+        pass
 
 
 # ---------------------------------------------------------------------------------------------
 # The request as the server runs it, without HTTP.
 
 
-def new_run(state: State, body: Any, signals: Signals, decision: Decision) -> Run:
+def new_run(
+    state: State, body: Any, signals: Signals, decision: Decision, *, stream: bool = False
+) -> Run:
     """The record and Run that `server.chat_completions` builds before the engine starts (by
     the server's own `_start_run`, which also counts the decision)."""
     config = state.store.current
     assert config is not None
     rec = DecisionRecord(decision_id="0" * 24)
     rec.policy, rec.mode, rec.config_version = config.policy_name, config.mode, config.version
-    rec.requested_model, rec.stream = decision.requested_model, False
+    rec.requested_model, rec.stream = decision.requested_model, stream
     return _start_run(state, config, body, signals, decision, rec, time.monotonic())
 
 
@@ -228,6 +272,32 @@ def build_stages(state: State) -> tuple[dict[str, Stage], dict[str, AsyncStage]]
         if not isinstance(answer, Response) or answer.status != 200:
             raise RuntimeError(f"the bench request failed: {getattr(answer, 'body', answer)!r}")
 
+    raw_stream = payloads.request_body(stream=True)
+    stream_body = fastjson.loads(raw_stream)
+    stream_headers = {**headers, "content-length": str(len(raw_stream))}
+    stream_signals = extract_signals(stream_body, hints)
+    stream_decision = decide(config, stream_signals, stream_body["model"])
+    sse = payloads.stream_answer().encode()
+    adapter = adapter_for(config.lanes[stream_decision.lanes[0]].provider.type)
+    expected = len(_served_stream(sse))
+
+    def stream_translator() -> None:
+        translator = adapter.stream_translator(include_usage=False)
+        translator.read(sse)
+        translator.close()
+
+    async def engine_stream() -> None:
+        run = new_run(state, stream_body, stream_signals, stream_decision, stream=True)
+        await engine.stream(run, _Discard())
+
+    async def whole_stream_request() -> None:
+        client = _ClientConnection()
+        args = ("POST", payloads.CHAT_PATH, "", stream_headers, raw_stream, "127.0.0.1", True)
+        request = Request(*args, conn=client)  # type: ignore[arg-type]
+        answer = await chat_completions(state, request)
+        if not isinstance(answer, Stream) or client.sent < expected:
+            raise RuntimeError(f"the bench stream failed: {getattr(answer, 'body', answer)!r}")
+
     sync: dict[str, Stage] = {
         "json body": lambda: fastjson.loads(raw),
         "parse_hints": lambda: parse_hints(headers),
@@ -236,14 +306,24 @@ def build_stages(state: State) -> tuple[dict[str, Stage], dict[str, AsyncStage]]
         "check_answer": lambda: check_answer(config, body, answer, signals, 0.4),
         "metrics": lambda: request_metrics(mt, config, decision),
         "record + Run": record_and_run,
+        "stream translator": stream_translator,
     }
     sync.update(_auto_stages())
     timed_async: dict[str, AsyncStage] = {
         "upstream client": upstream_client,
         "engine.complete": engine_complete,
         "request, end to end": whole_request,
+        "engine.stream": engine_stream,
+        "stream request, end to end": whole_stream_request,
     }
     return sync, timed_async
+
+
+def _served_stream(sse: bytes) -> bytes:
+    """What the client gets of the static upstream's stream: its events less the usage chunk,
+    which the router asked for and the bench request did not."""
+    events = sse.split(b"\n\n")
+    return b"\n\n".join(e for e in events if b'"usage"' not in e)
 
 
 def _auto_stages() -> dict[str, Stage]:

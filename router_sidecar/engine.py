@@ -151,15 +151,20 @@ class Engine:
     def _api_key(self, lane: Lane) -> str | None:
         return self.secrets.key_for(lane.name) if self.secrets is not None else None
 
-    def _post(self, lane: Lane, req: UpstreamRequest, total_s: float) -> Awaitable[Response]:
-        """Send the provider request; `total_s` runs until the body's end."""
+    def _post(
+        self, lane: Lane, req: UpstreamRequest, total_s: float, early_s: float | None = None
+    ) -> Awaitable[Response]:
+        """Send the provider request; `total_s` runs until the body's end, `early_s` until
+        `Response.lift_early_deadline`."""
         body = fastjson.dumps(req.payload)
+        first_s = total_s if early_s is None else min(early_s, total_s)
         return self.upstreams.post(
             req.url,
             req.headers,
             body,
-            connect_s=min(lane.connect_ms / 1000, total_s),
+            connect_s=min(lane.connect_ms / 1000, first_s),
             total_s=total_s,
+            early_s=early_s,
         )
 
     # -- non-streaming --------------------------------------------------------------------------
@@ -332,16 +337,18 @@ class Engine:
         key = self._api_key(lane)
         req = adapter.build_request(lane, run.body, key, stream=True)
         sent_at = time.monotonic()
+        first_s = min(lane.first_token_ms / 1000, limit_s)
         try:
-            async with asyncio.timeout(min(lane.first_token_ms / 1000, limit_s)):
-                resp = await self._post(lane, req, lane.total_ms / 1000)
-                try:
-                    return await self._first_frames(run, lane, adapter, resp, sent_at, key)
-                except BaseException:
-                    resp.close()
-                    raise
+            resp = await self._post(lane, req, lane.total_ms / 1000, first_s)
+            try:
+                opened = await self._first_frames(run, lane, adapter, resp, sent_at, key)
+            except BaseException:
+                resp.close()
+                raise
         except (UpstreamError, TimeoutError) as exc:
             raise LaneFailed(errors.classify_exception(exc, secret=key)) from exc
+        resp.lift_early_deadline()
+        return opened
 
     async def _first_frames(
         self,

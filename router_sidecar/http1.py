@@ -50,6 +50,7 @@ class Connection(asyncio.Protocol):
         self._error: BaseException | None = None
         self._paused = False
         self._timer: asyncio.TimerHandle | None = None
+        self._deadline = 0.0
         self._start_response()
 
     def _start_response(self) -> None:
@@ -287,13 +288,22 @@ class Connection(asyncio.Protocol):
 
     # -- use by Response and _Pool ---------------------------------------------------------------
 
-    def send(self, data: bytes, deadline: float) -> None:
+    def send(self, data: bytes, deadline: float, early: float | None = None) -> None:
+        """Write a request; the response must be complete by `deadline` (loop time), and by
+        `early` too until `lift_early_deadline` is called."""
         self._start_response()
         self._error = None
         self.active = True
-        self._timer = self._loop.call_at(deadline, self.time_out)
+        self._deadline = deadline
+        self._timer = self._loop.call_at(deadline if early is None else early, self.time_out)
         assert self.transport is not None
         self.transport.write(data)
+
+    def lift_early_deadline(self) -> None:
+        timer = self._timer
+        if timer is not None and timer.when() < self._deadline:
+            timer.cancel()
+            self._timer = self._loop.call_at(self._deadline, self.time_out)
 
     def take_chunks(self) -> bytes:
         data = b"".join(self._chunks) if len(self._chunks) != 1 else self._chunks[0]
@@ -373,6 +383,12 @@ class Response:
             self.close()
             raise
         return conn.take_chunks()
+
+    def lift_early_deadline(self) -> None:
+        """The part that had to come early (see `Upstreams.post`) has come: from now on only the
+        total deadline applies."""
+        if not self._released:
+            self._conn.lift_early_deadline()
 
     def release(self) -> None:
         """Done with the response: keep the connection for the next call if it is reusable."""

@@ -313,18 +313,25 @@ class Upstreams:
         *,
         connect_s: float,
         total_s: float,
+        early_s: float | None = None,
     ) -> Response:
-        """Send a POST and wait for the response head; the body is read from the Response."""
+        """Send a POST and wait for the response head; the body is read from the Response.
+
+        The whole call, body included, must take at most `total_s`. With `early_s` (shorter),
+        so must getting a connection, the head and whatever body comes until the caller calls
+        `Response.lift_early_deadline` (a stream's first chunk); TimeoutError otherwise."""
         key, line, absolute, auth = _target(url)
         pool = self._pools.get(key) or self._pool(key)
         if pool.forward is not None:
             line = absolute + pool.forward
-        deadline = pool.loop.time() + total_s
+        now = pool.loop.time()
+        deadline = now + total_s
+        early = now + early_s if early_s is not None and early_s < total_s else None
         head = line + _header_lines(headers, auth) + _FIXED_HEADERS
         data = head + b"Content-Length: %d\r\n\r\n" % len(body) + body
-        conn = pool.take_idle() or await pool.acquire(connect_s, deadline)
+        conn = pool.take_idle() or await pool.acquire(connect_s, early or deadline)
         try:
-            conn.send(data, deadline)
+            conn.send(data, deadline, early)
             while not conn.head_done:
                 await conn.wait()
         except BaseException:

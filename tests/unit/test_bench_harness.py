@@ -267,8 +267,12 @@ def test_hotpath_times_every_stage_through_the_servers_own_request_path(
     for name in ("http_proxy", "https_proxy", "HTTP_PROXY", "HTTPS_PROXY"):
         monkeypatch.delenv(name, raising=False)
     args = argparse.Namespace(only=None, profile=None, repeat=1, min_time=0.001, top=5)
-    # `request, end to end` stops the run unless `server.chat_completions` answers 200.
+    # `request, end to end` stops the run unless `server.chat_completions` answers 200, and
+    # `stream request, end to end` unless the client side gets the whole stream.
     results = dict(asyncio.run(hotpath.run_all(args)))
-    for stage in ("decide", "record + Run", "engine.complete", "request, end to end"):
+    stages = ("decide", "record + Run", "engine.complete", "request, end to end")
+    stages += ("stream translator", "engine.stream", "stream request, end to end")
+    for stage in stages:
         assert results[stage] > 0, stage
     assert results["request, end to end"] > results["decide"]
+    assert results["stream request, end to end"] > results["stream translator"]

@@ -89,6 +89,21 @@ async def test_a_slow_first_token_falls_back_after_the_first_token_timeout() -> 
         ) == 1
 
 
+async def test_a_stream_may_outlast_the_first_token_timeout_once_its_first_chunk_came() -> None:
+    async with running(TWO, _two(first_token_ms=200)) as (sidecar, sims):
+        sims["a"].set_mode("ok", chunk_delay_ms=60)  # the whole stream takes well over 200 ms
+        started = time.monotonic()
+        assert sidecar.session is not None
+        async with sidecar.session.post(sidecar.url + "/v1/chat/completions", json=BODY) as resp:
+            assert resp.headers["x-laneway-lane"] == "a"
+            frames = _frames(await resp.text())
+        assert time.monotonic() - started > 0.2
+        assert frames[-1] == "[DONE]"
+        content = "".join(f["choices"][0]["delta"].get("content") or "" for f in frames[:-1])
+        assert content == "[a] ok: Tell me more"
+        assert sims["b"].state["requests"] == 0
+
+
 @pytest.mark.parametrize("api", ["openai", "anthropic"])
 async def test_a_failure_after_the_first_chunk_ends_the_stream_with_an_error_event(
     api: str,

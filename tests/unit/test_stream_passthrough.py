@@ -76,6 +76,9 @@ class _Upstream:
     async def next_chunk(self) -> bytes:
         return self._reads.pop(0) if self._reads else b""
 
+    def lift_early_deadline(self) -> None:
+        pass
+
     def release(self) -> None:
         pass
 

@@ -292,6 +292,45 @@ async def test_the_total_timeout_covers_the_body_and_drops_the_connection() -> N
     client.close()
 
 
+async def test_the_early_deadline_covers_the_body_until_it_is_lifted() -> None:
+    """A stream's first-token limit: the head alone does not meet it, the first chunk does."""
+    first_sent = asyncio.Event()
+
+    async def slow_stream(server: Server, reader: Reader, writer: Writer) -> None:
+        await server.read_request(reader)
+        writer.write(reply("200 OK", ["Transfer-Encoding: chunked"], b""))
+        await writer.drain()
+        if len(server.requests) == 1:
+            await reader.read()  # the first call never gets a chunk
+            return
+        writer.write(b"6\r\nfirst \r\n")
+        await writer.drain()
+        first_sent.set()
+        await asyncio.sleep(0.4)  # twice the early limit
+        writer.write(b"4\r\nrest\r\n0\r\n\r\n")
+        await writer.drain()
+        await reader.read()
+
+    client = Upstreams()
+    headers = {"Content-Type": "application/json"}
+    async with serving(slow_stream) as (server, url):
+        resp = await client.post(url, headers, BODY, connect_s=1.0, total_s=5.0, early_s=0.2)
+        started = asyncio.get_running_loop().time()
+        with pytest.raises(TimeoutError):
+            await resp.next_chunk()
+        assert asyncio.get_running_loop().time() - started < 1.0
+        await asyncio.wait_for(server.closed.wait(), 2)
+
+        resp = await client.post(url, headers, BODY, connect_s=1.0, total_s=5.0, early_s=0.2)
+        assert await resp.next_chunk() == b"first "
+        resp.lift_early_deadline()
+        assert await resp.next_chunk() == b"rest"
+        assert await resp.next_chunk() == b""
+        resp.release()
+    assert first_sent.is_set()
+    client.close()
+
+
 async def test_a_cancelled_call_closes_its_connection() -> None:
     async def never(server: Server, reader: Reader, writer: Writer) -> None:
         await server.read_request(reader)

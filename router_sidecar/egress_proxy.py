@@ -1,9 +1,12 @@
-"""Egress proxy settings and the CONNECT handshake for the sidecar's provider client.
+"""Egress proxy settings and the CONNECT handshake for the provider clients.
 
-`upstream.Upstreams` reads `HTTPS_PROXY`/`HTTP_PROXY`/`NO_PROXY` once and, for each new pool, picks
-a `Proxy` (or none). `upstream._Pool` opens CONNECT tunnels with `Proxy.connect_request`, reads the
-answer with `TunnelAnswer` and judges it with `tunnel_status`; forward-proxied http:// requests use
-`Proxy.auth` and `bracketed`. Credentials never appear in a log line or an error message.
+`EgressProxies` reads the settings once (`egress_settings`: Laneway's own `LANEWAY_EGRESS_*`
+variables when any is set, else `HTTPS_PROXY`/`HTTP_PROXY`/`NO_PROXY` or their lower-case forms)
+and names the `Proxy`, or none, for each provider host: `upstream.Upstreams` asks it once per pool,
+the operator's health probes once per probe. `upstream._Pool` opens CONNECT tunnels with
+`Proxy.connect_request`, reads the answer with `TunnelAnswer` and judges it with `tunnel_status`;
+forward-proxied http:// requests use `Proxy.auth` and `bracketed`. Credentials never appear in a
+log line or an error message.
 """
 
 from __future__ import annotations
@@ -11,25 +14,73 @@ from __future__ import annotations
 import asyncio
 import base64
 import logging
+import os
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from urllib.parse import unquote, urlsplit
+from urllib.request import getproxies
 
+from router_sidecar.no_proxy import NoProxy
 from router_sidecar.upstream_errors import MAX_HEAD_BYTES, ConnectFailed
 
 log = logging.getLogger(__name__)
 
+DEFAULT_PORTS = {"http": 80, "https": 443}
+
+# Laneway's own names for the provider egress settings. They go to the operator (Helm's
+# `egressProxy` values) and from it into each injected sidecar, and they reach only provider
+# traffic: the Kubernetes clients never read them.
+EGRESS_VARIABLES = {
+    "https": "LANEWAY_EGRESS_HTTPS_PROXY",
+    "http": "LANEWAY_EGRESS_HTTP_PROXY",
+    "no": "LANEWAY_EGRESS_NO_PROXY",
+}
+
+
+def egress_settings(environ: Mapping[str, str] | None = None) -> dict[str, str]:
+    """The egress settings as {"https"|"http"|"no": value}: from `LANEWAY_EGRESS_*` when any of
+    them is set, else from the usual proxy variables (lower-case first, as `urllib` reads them).
+
+    `environ` defaults to the process environment."""
+    source = os.environ if environ is None else environ
+    own = {key: source[name] for key, name in EGRESS_VARIABLES.items() if source.get(name)}
+    if own:
+        return own
+    if environ is None:
+        return getproxies()
+    usual = {key: source.get(f"{key}_proxy") or source.get(f"{key.upper()}_PROXY")
+             for key in EGRESS_VARIABLES}
+    return {key: value for key, value in usual.items() if value}
+
+
+def has_credentials(url: str) -> bool:
+    """Whether a proxy URL carries a user name or password."""
+    return "@" in urlsplit(url if "://" in url else f"http://{url}").netloc
+
 
 @dataclass(frozen=True, slots=True)
 class Proxy:
-    """An http:// egress proxy; `auth` is its `Proxy-Authorization` header line, or b""."""
+    """An http:// egress proxy; `authorization` is its `Proxy-Authorization` value, or ""."""
 
     host: str
     port: int
-    auth: bytes = field(default=b"", repr=False)
+    authorization: str = field(default="", repr=False)
 
     @property
     def where(self) -> str:
         return f"{bracketed(self.host)}:{self.port}"
+
+    @property
+    def url(self) -> str:
+        """The proxy's address as a URL without credentials."""
+        return f"http://{self.where}"
+
+    @property
+    def auth(self) -> bytes:
+        """The `Proxy-Authorization` header line, or b"" without credentials."""
+        if not self.authorization:
+            return b""
+        return b"Proxy-Authorization: %s\r\n" % self.authorization.encode()
 
     def connect_request(self, host: str, port: int) -> bytes:
         target = f"{bracketed(host)}:{port}"
@@ -53,11 +104,39 @@ def parse_proxy(url: str | None) -> Proxy | None:
             parts.scheme,
         )
         return None
-    auth = b""
+    authorization = ""
     if parts.username is not None:
         pair = f"{unquote(parts.username)}:{unquote(parts.password or '')}"
-        auth = b"Proxy-Authorization: Basic %s\r\n" % base64.b64encode(pair.encode())
-    return Proxy(parts.hostname, port, auth)
+        authorization = "Basic " + base64.b64encode(pair.encode()).decode()
+    return Proxy(parts.hostname, port, authorization)
+
+
+class EgressProxies:
+    """The egress proxy settings, read once: which proxy, if any, reaches a provider.
+
+    `settings` maps `http`, `https` and `no` to values; by default `egress_settings()`."""
+
+    def __init__(self, settings: Mapping[str, str] | None = None) -> None:
+        settings = egress_settings() if settings is None else settings
+        self._proxies = {
+            scheme: proxy
+            for scheme in ("http", "https")
+            if (proxy := parse_proxy(settings.get(scheme))) is not None
+        }
+        self._no_proxy = NoProxy.parse(settings.get("no"))
+
+    def __bool__(self) -> bool:
+        return bool(self._proxies)
+
+    def for_host(self, scheme: str, host: str, port: int | None = None) -> Proxy | None:
+        """The proxy for a provider at `scheme://host:port`, or None when it goes direct."""
+        proxy = self._proxies.get(scheme)
+        if proxy is None:
+            return None
+        if self._no_proxy.bypasses(host, port or DEFAULT_PORTS.get(scheme)):
+            return None
+        log.debug("Provider %s reached through the proxy %s", host, proxy.where)
+        return proxy
 
 
 def bracketed(host: str) -> str:

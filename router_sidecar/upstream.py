@@ -23,7 +23,8 @@ Egress proxies come from the environment, read once when `Upstreams` is built
 https provider behind a proxy is reached through a `CONNECT` tunnel, with TLS to the provider
 inside it; an http provider gets its request in absolute form (`POST http://host/path`) sent to
 the proxy. `NO_PROXY` hosts go direct. Whether a pool goes through a proxy is decided once, when
-the pool is made, so the direct path pays one attribute test per request. A proxy that refuses
+the pool is made (`NO_PROXY` may hold names, domains, addresses and CIDR ranges; see
+`no_proxy.py`), so the direct path pays one attribute test per request. A proxy that refuses
 the tunnel is a `ConnectFailed`. Proxy credentials (`http://user:password@proxy:3128`) become a
 `Proxy-Authorization` header and appear in no message or log line.
 
@@ -37,22 +38,14 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import logging
 import ssl
 import time
 from collections import deque
 from collections.abc import Mapping
 from functools import lru_cache
 from urllib.parse import unquote, urlsplit
-from urllib.request import getproxies, proxy_bypass_environment
 
-from router_sidecar.egress_proxy import (
-    Proxy,
-    TunnelAnswer,
-    bracketed,
-    parse_proxy,
-    tunnel_status,
-)
+from router_sidecar.egress_proxy import EgressProxies, Proxy, TunnelAnswer, bracketed, tunnel_status
 from router_sidecar.http1 import Connection, Response
 from router_sidecar.upstream_errors import (
     BrokenResponse,
@@ -73,7 +66,6 @@ __all__ = [
     "Upstreams",
 ]
 
-log = logging.getLogger(__name__)
 
 DEFAULT_LIMIT = 256
 DEFAULT_KEEPALIVE_S = 30.0
@@ -276,12 +268,7 @@ class Upstreams:
         self._limit, self._keepalive_s = limit, keepalive_s
         self._pools: dict[tuple[str, str, int], _Pool] = {}
         self._tls = tls
-        self._proxy_env = getproxies()
-        self._proxies = {
-            scheme: proxy
-            for scheme in ("http", "https")
-            if (proxy := parse_proxy(self._proxy_env.get(scheme))) is not None
-        }
+        self._proxies = EgressProxies()
 
     def _pool(self, key: tuple[str, str, int]) -> _Pool:
         pool = self._pools.get(key)
@@ -293,17 +280,10 @@ class Upstreams:
                     self._tls = ssl.create_default_context()
                 tls = self._tls
             loop = asyncio.get_running_loop()
-            proxy = self._proxy_for(scheme, host)
+            proxy = self._proxies.for_host(scheme, host, port)
             pool = _Pool(loop, host, port, tls, self._limit, self._keepalive_s, proxy)
             self._pools[key] = pool
         return pool
-
-    def _proxy_for(self, scheme: str, host: str) -> Proxy | None:
-        proxy = self._proxies.get(scheme)
-        if proxy is None or proxy_bypass_environment(host, self._proxy_env):
-            return None
-        log.debug("Provider %s reached through the proxy %s", host, proxy.where)
-        return proxy
 
     async def post(
         self,

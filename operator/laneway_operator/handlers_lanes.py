@@ -143,7 +143,9 @@ async def _probe_once(
     except KeyUnavailable as exc:
         result = missing_secret(str(exc))
     else:
-        result = await probe_provider(rt.http, provider, key, timeout_s=settings.timeout_s)
+        result = await probe_provider(
+            rt.http, provider, key, timeout_s=settings.timeout_s, proxies=rt.proxies
+        )
     rt.metrics.probe_duration.labels(namespace, name).observe(time.monotonic() - started)
     rt.metrics.probes.labels(namespace, name, result.result).inc()
     log.debug("[%s/%s] probe %s: %s", namespace, name, result.result, result.message)

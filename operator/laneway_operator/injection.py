@@ -42,7 +42,8 @@ DEFAULT_IMAGE = "laneway:dev"
 
 @dataclass(frozen=True)
 class SidecarOptions:
-    """How the injected container is built; the image comes from `LANEWAY_SIDECAR_IMAGE`."""
+    """How the injected container is built; the image comes from `LANEWAY_SIDECAR_IMAGE`, `env`
+    (name, value pairs added to the container) from the operator's `LANEWAY_EGRESS_*` settings."""
 
     image: str = DEFAULT_IMAGE
     port: int = SIDECAR_PORT
@@ -50,6 +51,7 @@ class SidecarOptions:
     memory_request: str = "64Mi"
     memory_limit: str = "256Mi"
     run_as_user: int = 65532
+    env: tuple[tuple[str, str], ...] = ()
 
 
 Patch = list[dict[str, Any]]
@@ -155,6 +157,7 @@ def sidecar_container(
         "env": [
             {"name": "PYTHONDONTWRITEBYTECODE", "value": "1"},
             {"name": "PYTHONUNBUFFERED", "value": "1"},
+            *({"name": name, "value": value} for name, value in options.env),
         ],
         "ports": [{"name": "laneway", "containerPort": port, "protocol": "TCP"}],
         "readinessProbe": {

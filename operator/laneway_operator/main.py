@@ -134,10 +134,9 @@ async def serve(options: OperatorOptions) -> None:
     except (ConfigException, OSError) as exc:
         raise StartupError(f"no Kubernetes credentials: {exc}; run in a pod or set "
                            "KUBECONFIG") from exc
-    # trust_env: probes reach providers through HTTPS_PROXY/NO_PROXY like the sidecar does.
-    http = aiohttp.ClientSession(
-        connector=aiohttp.TCPConnector(limit=0, force_close=True), trust_env=True
-    )
+    # Probes pick their egress proxy from HTTPS_PROXY/NO_PROXY as the sidecar does
+    # (Runtime.proxies), so the session itself does not read the environment.
+    http = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0, force_close=True))
     metrics = OperatorMetrics()
     runtime = Runtime(kube=kube, http=http, metrics=metrics, tuning=options.tuning,
                       keys=ApiKeys(kube))

@@ -15,7 +15,10 @@ function, then writes the lane's status from `describe`. The phase rules, with h
 The probe is `GET {baseURL}/models` with `Authorization: Bearer <key>` for `openai` lanes, and
 `GET {baseURL}/v1/models` (or `/models` when baseURL already ends in `/v1`, as in the sidecar's
 adapter) with `x-api-key` and `anthropic-version` for `anthropic` lanes. Any 2xx answer is a
-success. Keys are sent, never logged or stored.
+success. Keys are sent, never logged or stored. Probes go through the egress proxy the
+environment names (`HTTPS_PROXY`, `HTTP_PROXY`, `NO_PROXY`), chosen per provider exactly as the
+sidecar chooses (`router_sidecar.egress_proxy.EgressProxies`), so a probe takes the path the
+sidecar's requests take.
 """
 
 from __future__ import annotations
@@ -26,10 +29,12 @@ from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Any
+from urllib.parse import urlsplit
 
 import aiohttp
 
 from laneway_operator.durations import parse_duration
+from router_sidecar.egress_proxy import EgressProxies, Proxy
 
 ANTHROPIC_VERSION = "2023-06-01"
 DEFAULT_INTERVAL_S = 10.0
@@ -200,13 +205,22 @@ async def probe_provider(
     api_key: str | None,
     *,
     timeout_s: float,
+    proxies: EgressProxies | None = None,
 ) -> ProbeResult:
-    """Send one probe; never raises for provider trouble, which is what it measures."""
+    """Send one probe; never raises for provider trouble, which is what it measures.
+
+    `session` should not trust the environment itself: `proxies` picks the egress proxy."""
     url, headers = probe_request(provider, api_key)
+    proxy = _proxy_for(url, proxies) if proxies else None
+    via: dict[str, Any] = {}
+    if proxy is not None:
+        via["proxy"] = proxy.url
+        if proxy.authorization:
+            via["proxy_headers"] = {"Proxy-Authorization": proxy.authorization}
     started = time.monotonic()
     try:
         async with asyncio.timeout(timeout_s):
-            async with session.get(url, headers=headers, allow_redirects=False) as resp:
+            async with session.get(url, headers=headers, allow_redirects=False, **via) as resp:
                 await resp.read()
                 status = resp.status
     except TimeoutError:
@@ -217,6 +231,15 @@ async def probe_provider(
         return ProbeResult(False, "ConnectionFailed", None, f"GET /models: {_short(exc)}")
     latency = round((time.monotonic() - started) * 1000)
     return _classify(status, latency)
+
+
+def _proxy_for(url: str, proxies: EgressProxies) -> Proxy | None:
+    parts = urlsplit(url)
+    try:
+        port = parts.port
+    except ValueError:
+        return None  # not a valid URL: aiohttp says so
+    return proxies.for_host(parts.scheme, parts.hostname or "", port)
 
 
 def _classify(status: int, latency_ms: int) -> ProbeResult:

@@ -9,6 +9,7 @@ policies that use it).
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -20,6 +21,9 @@ from laneway_operator.api_keys import ApiKeys
 from laneway_operator.injection import DEFAULT_IMAGE, SidecarOptions
 from laneway_operator.kube import Kube
 from laneway_operator.metrics import OperatorMetrics
+from router_sidecar.egress_proxy import EGRESS_VARIABLES, EgressProxies, has_credentials
+
+log = logging.getLogger(__name__)
 
 DEFAULT_HOLD_DOWN_S = 30.0
 DEFAULT_RESYNC_S = 300.0
@@ -41,8 +45,28 @@ class Tuning:
         return cls(
             hold_down_s=_float(env.get("LANEWAY_HOLD_DOWN_SECONDS"), DEFAULT_HOLD_DOWN_S),
             resync_s=_float(env.get("LANEWAY_RESYNC_SECONDS"), DEFAULT_RESYNC_S),
-            sidecar=SidecarOptions(image=env.get("LANEWAY_SIDECAR_IMAGE") or DEFAULT_IMAGE),
+            sidecar=SidecarOptions(
+                image=env.get("LANEWAY_SIDECAR_IMAGE") or DEFAULT_IMAGE, env=_egress_env(env)
+            ),
         )
+
+
+def _egress_env(env: Mapping[str, str]) -> tuple[tuple[str, str], ...]:
+    """The `LANEWAY_EGRESS_*` settings the injected sidecars get: the operator's own, except a
+    proxy URL with credentials, which would show in every pod spec (logged, without the value)."""
+    found = []
+    for name in EGRESS_VARIABLES.values():
+        value = env.get(name)
+        if not value:
+            continue
+        if name != EGRESS_VARIABLES["no"] and has_credentials(value):
+            log.warning(
+                "Not passing %s to injected sidecars: the URL carries credentials, which would "
+                "show in every pod spec; sidecars reach providers without that proxy", name
+            )
+            continue
+        found.append((name, value))
+    return tuple(found)
 
 
 def _float(text: str | None, default: float) -> float:
@@ -85,6 +109,8 @@ class Runtime:
     metrics: OperatorMetrics
     tuning: Tuning
     keys: ApiKeys
+    # The egress proxy settings, read once at start; `http` itself does not trust the environment.
+    proxies: EgressProxies = field(default_factory=EgressProxies)
     triggers: Triggers = field(default_factory=Triggers)
     # What each lane looked like when its policies were last woken: (generation, phase).
     lane_marks: dict[Key, tuple[object, object]] = field(default_factory=dict)

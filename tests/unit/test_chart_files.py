@@ -60,6 +60,11 @@ BAD_VALUES = [
     ("metrics.serviceMonitor.interval=30", "at '/metrics/serviceMonitor/interval': got number"),
     ("grafana.dashbord.enabled=true", "at '/grafana': additional properties 'dashbord' not"),
     ("pdb.minAvailable=0", "at '/pdb/minAvailable': minimum: got 0, want 1"),
+    (
+        "egressProxy.httpsProxy=http://team:pw@proxy:3128",
+        "at '/egressProxy/httpsProxy': 'http://team:pw@proxy:3128' does not match pattern",
+    ),
+    ("egressProxy.httpProxy=socks5://proxy:1080", "at '/egressProxy/httpProxy': 'socks5://"),
 ]
 
 

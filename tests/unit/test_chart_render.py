@@ -88,6 +88,7 @@ def test_defaults_render_the_operator_deployment_of_the_contract(
     assert env["LANEWAY_NAMESPACE"]["valueFrom"]["fieldRef"]["fieldPath"] == "metadata.namespace"
     assert env["POD_NAME"]["valueFrom"]["fieldRef"]["fieldPath"] == "metadata.name"
     assert env["LANEWAY_PEERING_NAME"]["value"] == "laneway"
+    assert not [name for name in env if name.startswith("LANEWAY_EGRESS_")]
     for probe in ("livenessProbe", "startupProbe"):
         assert container[probe]["httpGet"] == {"path": "/healthz", "port": "metrics"}
     assert container["readinessProbe"]["httpGet"] == {"path": "/readyz", "port": "metrics"}
@@ -122,6 +123,11 @@ def test_everything_on_passes_every_option_through(
 
     assert container["image"].endswith("/laneway@sha256:" + "0123456789abcdef" * 4)
     assert env["LANEWAY_SIDECAR_IMAGE"] == "registry.example.com/platform/laneway-sidecar:0.1.0"
+    assert env["LANEWAY_EGRESS_HTTPS_PROXY"] == env["LANEWAY_EGRESS_HTTP_PROXY"] == (
+        "http://proxy.corp.example:3128"
+    )
+    assert env["LANEWAY_EGRESS_NO_PROXY"] == ".svc,.cluster.local,10.0.0.0/8"
+    assert not {"HTTPS_PROXY", "HTTP_PROXY", "NO_PROXY"} & set(env)  # the API client's own path
     assert container["args"][:2] == ["--log-level", "DEBUG"]
     assert "--webhook-port" in container["args"] and "10443" in container["args"]
     assert pod["serviceAccountName"] == "laneway-operator"

@@ -15,6 +15,7 @@ from laneway_operator.injection import (
     secrets_of,
     selector_matches,
 )
+from laneway_operator.runtime import Tuning
 
 OPTIONS = SidecarOptions(image="registry.example/laneway:1.2.3")
 SECRETS = {"provider-a": ["apiKey"], "provider-b": ["key", "token"]}
@@ -170,3 +171,34 @@ def test_label_selectors_match_as_kubernetes_defines_them():
     assert not selector_matches(
         {"matchExpressions": [{"key": "tier", "operator": "NotIn", "values": ["web"]}]}, labels)
     assert selector_matches({}, labels)
+
+
+def test_the_operators_egress_proxy_settings_reach_the_sidecar_and_nothing_else():
+    tuning = Tuning.from_env({
+        "LANEWAY_SIDECAR_IMAGE": "registry.example/laneway:1.2.3",
+        "LANEWAY_EGRESS_HTTPS_PROXY": "http://proxy.corp:3128",
+        "LANEWAY_EGRESS_NO_PROXY": ".svc,10.0.0.0/8",
+        "HTTPS_PROXY": "http://other:3128",
+    })
+    body = pod()
+    patch = build_patch(body, namespace="team-a", policy="support-bot", secrets=SECRETS,
+                        options=tuning.sidecar)
+    out = jsonpatch.apply_patch(copy.deepcopy(body), patch)
+
+    env = {e["name"]: e["value"] for e in sidecar(out)["env"]}
+    assert env["LANEWAY_EGRESS_HTTPS_PROXY"] == "http://proxy.corp:3128"
+    assert env["LANEWAY_EGRESS_NO_PROXY"] == ".svc,10.0.0.0/8"
+    assert "HTTPS_PROXY" not in env and "LANEWAY_EGRESS_HTTP_PROXY" not in env
+    app_env = {e["name"] for e in out["spec"]["containers"][0]["env"]}
+    assert not [name for name in app_env if "PROXY" in name]
+
+
+def test_a_proxy_url_with_credentials_is_not_copied_into_pod_specs(caplog):
+    tuning = Tuning.from_env({
+        "LANEWAY_EGRESS_HTTPS_PROXY": "http://team:hunter2@proxy.corp:3128",
+        "LANEWAY_EGRESS_HTTP_PROXY": "http://proxy.corp:3128",
+    })
+
+    assert tuning.sidecar.env == (("LANEWAY_EGRESS_HTTP_PROXY", "http://proxy.corp:3128"),)
+    assert "LANEWAY_EGRESS_HTTPS_PROXY" in caplog.text and "credentials" in caplog.text
+    assert "hunter2" not in caplog.text

@@ -14,6 +14,7 @@ import pytest
 import trustme
 
 from router_sidecar import errors
+from router_sidecar.egress_proxy import EgressProxies
 from router_sidecar.upstream import ConnectFailed, Upstreams
 from tests.unit.test_upstream import Reader, Writer, keep_answering, post, serving
 
@@ -170,25 +171,19 @@ async def test_no_proxy_hosts_go_direct_and_the_proxy_sees_nothing(
     assert plain.requests[0].startswith(b"POST /v1/chat/completions HTTP/1.1")
 
 
-@pytest.mark.parametrize(
-    ("no_proxy", "host", "direct"),
-    [
-        (".svc", "models.team.svc", True),
-        ("svc", "models.team.svc", True),
-        (".svc", "svc.example.com", False),
-        ("localhost,127.0.0.1", "localhost", True),
-        ("localhost,127.0.0.1", "127.0.0.1", True),
-        ("localhost,127.0.0.1", "api.openai.com", False),
-        ("*", "api.openai.com", True),
-    ],
-)
-def test_no_proxy_matches_whole_names_and_domain_suffixes(
-    monkeypatch: pytest.MonkeyPatch, no_proxy: str, host: str, direct: bool
+async def test_a_no_proxy_cidr_range_sends_its_addresses_direct(
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    monkeypatch.setenv("HTTPS_PROXY", "http://proxy.internal:3128")
-    monkeypatch.setenv("no_proxy", no_proxy)
-    route = Upstreams()._proxy_for("https", host)
-    assert (route is None) is direct
+    proxy = ConnectProxy()
+    async with proxying(proxy) as proxy_port, serving(keep_answering) as (plain, plain_url):
+        monkeypatch.setenv("HTTP_PROXY", f"http://127.0.0.1:{proxy_port}")
+        monkeypatch.setenv("NO_PROXY", "10.0.0.0/8,127.0.0.0/8")
+        client = Upstreams()
+        assert await (await post(client, plain_url)).read() == b"{}"
+        client.close()
+
+    assert proxy.connects == []
+    assert plain.connections == 1
 
 
 @pytest.mark.parametrize(
@@ -230,6 +225,6 @@ def test_proxies_other_than_http_are_ignored_with_a_warning_that_hides_the_value
     monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
     monkeypatch.setenv("HTTPS_PROXY", "socks5://team:hunter2@proxy.internal:1080")
-    assert Upstreams()._proxy_for("https", "api.openai.com") is None
+    assert EgressProxies().for_host("https", "api.openai.com") is None
     assert "only http://" in caplog.text
     assert "hunter2" not in caplog.text

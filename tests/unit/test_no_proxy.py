@@ -1,0 +1,118 @@
+"""`NO_PROXY` as the sidecar and the operator's probes read it: names, domain suffixes, addresses,
+CIDR ranges and ports, and which proxy `EgressProxies` picks for a provider."""
+
+from __future__ import annotations
+
+import logging
+
+import pytest
+
+from router_sidecar.egress_proxy import EgressProxies, egress_settings
+from router_sidecar.no_proxy import NoProxy
+
+
+@pytest.mark.parametrize(
+    ("no_proxy", "host", "port", "direct"),
+    [
+        (".svc", "models.team.svc", 443, True),
+        ("svc", "models.team.svc", 443, True),
+        ("*.svc", "models.team.svc", 443, True),
+        (".svc", "svc", 443, True),
+        (".svc", "svc.example.com", 443, False),
+        ("team.svc", "otherteam.svc", 443, False),
+        ("Example.COM", "API.example.com", 443, True),
+        ("example.com", "api.example.com.", 443, True),
+        ("localhost,127.0.0.1", "localhost", 443, True),
+        ("localhost,127.0.0.1", "127.0.0.1", 443, True),
+        ("localhost,127.0.0.1", "api.openai.com", 443, False),
+        ("*", "api.openai.com", 443, True),
+        ("10.0.0.0/8", "10.96.4.7", 443, True),
+        ("10.0.0.0/8", "11.0.0.1", 443, False),
+        ("10.0.0.0/8", "10.example.com", 443, False),
+        (" 192.168.0.0/16 , 10.0.0.0/8 ", "192.168.200.1", 443, True),
+        ("10.1.2.3", "10.1.2.3", 443, True),
+        ("10.1.2.3", "10.1.2.4", 443, False),
+        ("fd00::/8", "fd12::1", 443, True),
+        ("fd00::/8", "[fd12::1]", 443, True),
+        ("fd00::/8", "fe80::1", 443, False),
+        ("::/0", "10.1.2.3", 443, False),
+        ("0.0.0.0/0", "::1", 443, False),
+        ("[fd00::1]", "fd00::1", 443, True),
+        ("[fd00::1]:8443", "fd00::1", 8443, True),
+        ("[fd00::1]:8443", "fd00::1", 443, False),
+        ("models.internal:8080", "models.internal", 8080, True),
+        ("models.internal:8080", "models.internal", 443, False),
+        ("10.0.0.0/8:8080", "10.1.1.1", 8080, True),
+        ("10.0.0.0/8:8080", "10.1.1.1", 80, False),
+        ("", "api.openai.com", 443, False),
+    ],
+)
+def test_an_entry_matches_names_suffixes_addresses_ranges_and_ports(
+    no_proxy: str, host: str, port: int, direct: bool
+) -> None:
+    assert NoProxy.parse(no_proxy).bypasses(host, port) is direct
+
+
+def test_entries_that_cannot_be_read_are_left_out_with_a_warning_naming_them(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    with caplog.at_level(logging.WARNING):
+        rules = NoProxy.parse("models.internal:http,10.0.0.0/33,.svc")
+
+    assert rules.bypasses("a.svc", 443)
+    assert not rules.bypasses("models.internal", 80)
+    assert not rules.bypasses("10.0.0.1", 443)
+    warned = " ".join(r.getMessage() for r in caplog.records)
+    assert "'models.internal:http'" in warned and "'10.0.0.0/33'" in warned
+
+
+def test_egress_proxies_pick_the_proxy_of_the_scheme_unless_no_proxy_says_direct() -> None:
+    proxies = EgressProxies(
+        {"https": "http://team:pw@proxy.internal:3128", "no": "10.0.0.0/8,.svc"}
+    )
+
+    tunnel = proxies.for_host("https", "api.openai.com")
+    assert tunnel is not None and tunnel.url == "http://proxy.internal:3128"
+    assert tunnel.authorization.startswith("Basic ") and "pw" not in repr(tunnel)
+    assert proxies.for_host("https", "10.96.0.12", 8443) is None
+    assert proxies.for_host("https", "models.team.svc") is None
+    assert proxies.for_host("http", "api.openai.com") is None  # no HTTP_PROXY set
+    assert not EgressProxies({"no": "*"})
+
+
+def test_a_default_port_is_the_schemes_own() -> None:
+    proxies = EgressProxies({"https": "http://proxy:3128", "no": "models.internal:443"})
+
+    assert proxies.for_host("https", "models.internal") is None
+    assert proxies.for_host("https", "models.internal", 8443) is not None
+
+
+def test_the_environment_is_read_in_either_case(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in ("https_proxy", "http_proxy", "all_proxy", "no_proxy"):
+        monkeypatch.delenv(name, raising=False)
+        monkeypatch.delenv(name.upper(), raising=False)
+    monkeypatch.delenv("REQUEST_METHOD", raising=False)
+    monkeypatch.setenv("HTTPS_PROXY", "http://proxy:3128")
+    monkeypatch.setenv("no_proxy", "172.16.0.0/12")
+
+    proxies = EgressProxies()
+
+    assert proxies.for_host("https", "172.20.1.1") is None
+    assert proxies.for_host("https", "api.anthropic.com") is not None
+
+
+def test_laneways_own_variables_win_over_the_usual_ones_as_a_whole() -> None:
+    both = {
+        "LANEWAY_EGRESS_HTTPS_PROXY": "http://laneway-proxy:3128",
+        "HTTPS_PROXY": "http://other-proxy:3128",
+        "NO_PROXY": ".svc",
+    }
+    usual = {
+        "https_proxy": "http://lower:3128",
+        "HTTPS_PROXY": "http://upper:3128",
+        "NO_PROXY": ".svc",
+    }
+
+    assert egress_settings(both) == {"https": "http://laneway-proxy:3128"}
+    assert egress_settings(usual) == {"https": "http://lower:3128", "no": ".svc"}
+    assert egress_settings({}) == {}

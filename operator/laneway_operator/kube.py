@@ -23,7 +23,15 @@ from laneway_operator.names import GROUP, VERSION
 
 log = logging.getLogger(__name__)
 
-__all__ = ["ApiException", "Kube", "core_path", "crd_path", "describe_error", "group_path"]
+__all__ = [
+    "ApiException",
+    "Kube",
+    "NameTaken",
+    "core_path",
+    "crd_path",
+    "describe_error",
+    "group_path",
+]
 
 REQUEST_TIMEOUT_S = 30
 MERGE_PATCH = "application/merge-patch+json"
@@ -157,21 +165,61 @@ def describe_error(exc: ApiException) -> str:
     return f"{exc.status} {exc.reason or ''}".strip() + (f": {message}" if message else "")
 
 
+class NameTaken(Exception):
+    """An object the operator would write exists already and belongs to someone else."""
+
+    reason = "NameTaken"
+
+
 async def ensure_object(
     kube: Kube, collection: str, wanted: Mapping[str, Any], fields: tuple[str, ...]
 ) -> str:
     """Create `wanted` in `collection`, or patch the `fields`, labels, annotations and owner
-    references that differ. Returns "created", "updated" or "unchanged"."""
+    references that differ. Returns "created", "updated" or "unchanged".
+
+    An existing object is changed only when it is the operator's own (see `_not_ours`);
+    otherwise NameTaken, and the object is left as it is."""
     name = wanted["metadata"]["name"]
     current = await kube.get(f"{collection}/{quote(name, safe='')}")
     if current is None:
         await kube.create(collection, wanted)
         return "created"
+    why = _not_ours(current, wanted)
+    if why is not None:
+        kind = wanted.get("kind", "object")
+        namespace = wanted["metadata"].get("namespace")
+        where = f"{namespace}/{name}" if namespace else name
+        raise NameTaken(
+            f"{kind} {where} exists and was not made by Laneway ({why}); Laneway does not "
+            f"overwrite it: delete or rename it, and the operator creates its own"
+        )
     patch = _object_patch(current, wanted, fields)
     if not patch:
         return "unchanged"
     await kube.merge_patch(f"{collection}/{quote(name, safe='')}", patch)
     return "updated"
+
+
+def _not_ours(current: Mapping[str, Any], wanted: Mapping[str, Any]) -> str | None:
+    """None when `current` may be brought in line with `wanted`, else why not.
+
+    It may when its controller is a wanted owner (by kind and name: a policy deleted and made
+    again keeps its objects), or when it has no controller and carries every wanted label."""
+    have, want = current.get("metadata") or {}, wanted["metadata"]
+    controller = next((ref for ref in have.get("ownerReferences") or [] if ref.get("controller")),
+                      None)
+    if controller is not None:
+        key = (controller.get("apiVersion"), controller.get("kind"), controller.get("name"))
+        owners = {(ref["apiVersion"], ref["kind"], ref["name"])
+                  for ref in want.get("ownerReferences") or []}
+        if key in owners:
+            return None
+        return f"it is controlled by {controller.get('kind')} {controller.get('name')}"
+    labels = have.get("labels") or {}
+    missing = sorted(k for k, v in (want.get("labels") or {}).items() if labels.get(k) != v)
+    if not missing:
+        return None
+    return f"it has no owner and lacks the label {missing[0]}"
 
 
 def _object_patch(

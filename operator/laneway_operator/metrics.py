@@ -46,7 +46,7 @@ class OperatorMetrics:
         )
         self.reconciles = Counter(
             "laneway_operator_reconciles_total",
-            "Reconciles by kind and result (ok, compile_error, api_error)",
+            "Reconciles by kind and result (ok, compile_error, name_taken, api_error)",
             ["kind", "result"],
             registry=r,
         )

@@ -10,7 +10,9 @@ of its pods changed, and on a slow resync. Steps:
    changes, because retrying cannot fix a bad spec;
 3. otherwise write the ConfigMap (only when its text changed), the Role and RoleBinding that
    let the policy's pods read it, then the status; Events for a new config version and for each
-   route whose active lane moved.
+   route whose active lane moved. When one of those names is taken by an object Laneway did not
+   make (`kube.NameTaken`), it is left alone and reported like a compile error; the next change
+   or resync tries again.
 
 API errors propagate to the caller, which retries with a delay.
 """
@@ -26,7 +28,7 @@ import kopf
 from laneway_operator.access import ensure_config_access
 from laneway_operator.compiler import CompileError, compile_policy, render_config
 from laneway_operator.configmaps import ensure_config_map
-from laneway_operator.kube import crd_path
+from laneway_operator.kube import NameTaken, crd_path
 from laneway_operator.names import POLICIES, config_map_name
 from laneway_operator.runtime import Runtime
 from laneway_operator.status import (
@@ -64,8 +66,12 @@ async def reconcile_policy(
         return await _report_failure(rt, policy, previous, err)
 
     text = render_config(doc)
-    written = await ensure_config_map(rt.kube, policy, text, doc["version"])
-    await ensure_config_access(rt.kube, policy, accounts)
+    try:
+        written = await ensure_config_map(rt.kube, policy, text, doc["version"])
+        await ensure_config_access(rt.kube, policy, accounts)
+    except NameTaken as err:
+        rt.metrics.reconciles.labels(KIND, "name_taken").inc()
+        return await _report_failure(rt, policy, previous, err)
     rt.bound_accounts[(meta["namespace"], meta["name"])] = frozenset(accounts)
     status = compiled_policy_status(
         previous,
@@ -91,7 +97,10 @@ async def _write_status(
 
 
 async def _report_failure(
-    rt: Runtime, policy: Mapping[str, Any], previous: Mapping[str, Any], err: CompileError
+    rt: Runtime,
+    policy: Mapping[str, Any],
+    previous: Mapping[str, Any],
+    err: CompileError | NameTaken,
 ) -> dict[str, Any]:
     meta = policy["metadata"]
     message = str(err)
@@ -102,6 +111,7 @@ async def _report_failure(
         config_map=config_map_name(meta["name"]),
         generation=meta.get("generation"),
         now=utc_now(),
+        ready_reason="CompileFailed" if isinstance(err, CompileError) else err.reason,
     )
     await _write_status(rt, policy, previous, status)
     before = find_condition(previous.get("conditions"), "Compiled") or {}
@@ -109,9 +119,11 @@ async def _report_failure(
         "False", err.reason, message
     ):
         return status  # already reported; a resync or a restart does not repeat it
-    log.warning("[%s/%s] compile failed (%s): %s; the last good config stays in place",
-                meta["namespace"], meta["name"], err.reason, message)
-    kopf.event(policy, type="Warning", reason="CompileFailed", message=_event_text(message))
+    what = "compile failed" if isinstance(err, CompileError) else "cannot write the config"
+    log.warning("[%s/%s] %s (%s): %s; the last good config stays in place",
+                meta["namespace"], meta["name"], what, err.reason, message)
+    event_reason = "CompileFailed" if isinstance(err, CompileError) else err.reason
+    kopf.event(policy, type="Warning", reason=event_reason, message=_event_text(message))
     return status
 
 

@@ -153,8 +153,10 @@ def failed_policy_status(
     config_map: str,
     generation: int | None,
     now: str,
+    ready_reason: str = "CompileFailed",
 ) -> dict[str, Any]:
-    """Status after a compile error: the last good config (if any) stays where it was."""
+    """Status after a compile error, or a config that could not be stored (`ready_reason`
+    NameTaken): the last good config (if any) stays where it was."""
     version = previous.get("configVersion")
     if version:
         consequence = (
@@ -170,8 +172,9 @@ def failed_policy_status(
         previous.get("conditions"),
         [
             ("Compiled", FALSE, reason, message),
-            ("Ready", FALSE, "CompileFailed", consequence),
-            ("Degraded", UNKNOWN, "CompileFailed", "route health is unknown until it compiles"),
+            ("Ready", FALSE, ready_reason, consequence),
+            ("Degraded", UNKNOWN, ready_reason, "route health is unknown until "
+             + ("it compiles" if ready_reason == "CompileFailed" else "its config is written")),
         ],
         generation=generation,
         now=now,

@@ -209,6 +209,64 @@ def test_broken_references_and_semantic_errors_are_reported_not_crashed_on(
         assert sum(e.get("count", 1) for e in failures) == 2  # once per distinct error
 
 
+def test_objects_laneway_did_not_make_are_never_overwritten(
+    controlplane: ControlPlane, namespace: str, operators: list[OperatorProcess], tmp_path: Path
+) -> None:
+    theirs = {"apiVersion": "v1", "kind": "ConfigMap",
+              "metadata": {"name": "laneway-bot", "namespace": namespace},
+              "data": {"config.json": "their own settings"}}
+    with SimulatedProvider(model="a") as a:
+        apply(controlplane, theirs, secret(namespace), lane(namespace, "a", a.url),
+              policy(namespace, "bot", {"fast": ["a"]}))
+        operators.append(start_operator(controlplane, tmp_path, namespace))
+
+        pol = wait_for(lambda: (p := get(controlplane, "routingpolicy", "bot", namespace))
+                       and condition(p, "Compiled").get("reason") == "NameTaken" and p,
+                       timeout=20, what="Compiled=False NameTaken")
+        message = condition(pol, "Compiled")["message"]
+        assert f"ConfigMap {namespace}/laneway-bot exists and was not made by Laneway" in message
+        assert "delete or rename it" in message
+        ready = condition(pol, "Ready")
+        assert (ready["status"], ready["reason"]) == ("False", "NameTaken")
+        warning = wait_for(lambda: [e for e in events(controlplane, namespace, "bot")
+                                    if e["reason"] == "NameTaken"],
+                           timeout=10, what="a NameTaken event")
+        assert warning[0]["type"] == "Warning"
+        cm = get(controlplane, "configmap", "laneway-bot", namespace)
+        assert cm["data"] == {"config.json": "their own settings"}
+        assert "ownerReferences" not in cm["metadata"] and "labels" not in cm["metadata"]
+        assert 'result="name_taken"' in operators[0].metrics()
+
+        # Once the name is free, the next change to the policy writes Laneway's own objects.
+        controlplane.kubectl("delete", "configmap", "laneway-bot", "-n", namespace)
+        controlplane.kubectl("annotate", "routingpolicy", "bot", "-n", namespace, "retry=1")
+        wait_for(lambda: condition(get(controlplane, "routingpolicy", "bot", namespace),
+                                   "Compiled").get("reason") == "ConfigWritten",
+                 timeout=20, what="Compiled=True once the name is free")
+        cm = get(controlplane, "configmap", "laneway-bot", namespace)
+        assert cm["metadata"]["ownerReferences"][0]["name"] == "bot"
+
+        # A Role of that name that another controller owns is not taken over either.
+        controlplane.kubectl("delete", "role", "laneway-config-bot", "-n", namespace)
+        apply(controlplane, {
+            "apiVersion": "rbac.authorization.k8s.io/v1", "kind": "Role",
+            "metadata": {"name": "laneway-config-bot", "namespace": namespace,
+                         "ownerReferences": [{"apiVersion": "v1", "kind": "ConfigMap",
+                                              "name": "laneway-bot",
+                                              "uid": cm["metadata"]["uid"],
+                                              "controller": True}]},
+            "rules": [{"apiGroups": [""], "resources": ["pods"], "verbs": ["get"]}],
+        })
+        controlplane.kubectl("annotate", "routingpolicy", "bot", "-n", namespace, "retry=2",
+                           "--overwrite")
+        pol = wait_for(lambda: (p := get(controlplane, "routingpolicy", "bot", namespace))
+                       and condition(p, "Compiled").get("reason") == "NameTaken" and p,
+                       timeout=20, what="NameTaken for the Role")
+        assert "controlled by ConfigMap laneway-bot" in condition(pol, "Compiled")["message"]
+        role = get(controlplane, "role", "laneway-config-bot", namespace)
+        assert role["rules"][0]["resources"] == ["pods"]
+
+
 def test_deleting_a_lane_marks_the_policies_that_use_it(
     controlplane: ControlPlane, namespace: str, operators: list[OperatorProcess], tmp_path: Path
 ) -> None:

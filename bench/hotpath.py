@@ -16,7 +16,7 @@ lane per request kind, validated by `router_sidecar.config.parse_config`) and th
 - `metrics`: every `Metrics.count` and `Metrics.observe` one successful request makes.
 - `record + Run`: the server's own `_start_run` and `_finish` for a successful request: the
   `DecisionRecord` and `Run`, the decision's count, the remembered decision id, the request's
-  metrics, and `emit` with the decision log at WARNING (so the line is not written).
+  metrics, and `emit` writing the decision line as `laneway serve` does (to /dev/null here).
 - `upstream client`: `Upstreams.post` and `Response.read` over a connection whose transport
   answers at once with the static upstream's bytes (request bytes out, response parsed).
 - `engine.complete`: `Engine.complete` for one request over that connection: lane guards, the
@@ -67,7 +67,12 @@ from router_sidecar import metrics as m  # noqa: E402
 from router_sidecar.checks import check_answer  # noqa: E402
 from router_sidecar.config import RouterConfig, parse_config  # noqa: E402
 from router_sidecar.decision import Decision, decide  # noqa: E402
-from router_sidecar.decision_log import DecisionRecord  # noqa: E402
+from router_sidecar.decision_log import (  # noqa: E402
+    DecisionLines,
+    DecisionRecord,
+    write_lines_to,
+)
+from router_sidecar.egress_proxy import EGRESS_VARIABLES  # noqa: E402
 from router_sidecar.engine import Engine, Run  # noqa: E402
 from router_sidecar.http1 import Connection  # noqa: E402
 from router_sidecar.http_server import Request, Response, Stream  # noqa: E402
@@ -436,7 +441,10 @@ def main() -> int:
     args = parser.parse_args()
 
     logging.basicConfig(level=logging.WARNING)
-    for name in ("http_proxy", "https_proxy", "HTTP_PROXY", "HTTPS_PROXY"):
+    # Decision lines are written as `laneway serve` writes them, to a sink that drops them.
+    write_lines_to(DecisionLines(os.open(os.devnull, os.O_WRONLY)))
+    proxy_settings = ("http_proxy", "https_proxy", "HTTP_PROXY", "HTTPS_PROXY")
+    for name in (*proxy_settings, *EGRESS_VARIABLES.values()):
         os.environ.pop(name, None)  # the connection is in-process; no proxy may be chosen
     if not args.gc:
         gc.disable()

@@ -38,7 +38,7 @@ def profile(stream: bool, seconds: float, out: Path, work: Path, top: int) -> st
     config = servers.laneway_config(upstream.base_url(stream=False), upstream.base_url(stream=True))
     conf.write_text(json.dumps(config))
     argv = [sys.executable, "-m", "cProfile", "-o", str(out), "-m", "laneway"]
-    argv += ["--log-level", "WARNING", "serve", "--config", str(conf), "--port", str(port)]
+    argv += ["serve", "--config", str(conf), "--port", str(port)]  # decision lines on, as in bench
     argv += ["--secrets-dir", str(work)]
     sidecar = procs.start("laneway-profiled", argv, place=proxy, log_dir=work, cwd=REPO)
     try:

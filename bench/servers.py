@@ -337,7 +337,8 @@ def start_laneway(upstream: Upstream, *, place: Placement, work: Path) -> Target
     conf_path.write_text(json.dumps(config, indent=2))
     secrets = work / "laneway-secrets"
     secrets.mkdir(exist_ok=True)
-    argv = [sys.executable, "-m", "laneway", "--log-level", "WARNING", "serve"]
+    # The default log level (INFO): one decision line per request, as in production.
+    argv = [sys.executable, "-m", "laneway", "serve"]
     argv += ["--config", str(conf_path), "--host", "127.0.0.1", "--port", str(port)]
     argv += ["--secrets-dir", str(secrets)]
     proc = start("laneway", argv, place=place, log_dir=work, cwd=REPO)

@@ -5,7 +5,8 @@ reads provider keys from `--secrets-dir`, serves `router_sidecar.server.build_ap
 `--host:--port`, reloads the config file when it changes, and, with `--watch-configmap`, also
 follows that ConfigMap through the Kubernetes API (`router_sidecar.kube_source`). Both feed one
 `ConfigStore`; the API watch is authoritative, so once it has delivered a config, changes of the
-(lagging) file are ignored; see `router_sidecar.reload`.
+(lagging) file are ignored; see `router_sidecar.reload`. Decision lines go to standard output as
+JSON Lines (`router_sidecar.decision_log.DecisionLines`), the diagnostic log to standard error.
 """
 
 from __future__ import annotations
@@ -23,6 +24,8 @@ from prometheus_client import disable_created_metrics
 
 from laneway.errors import BadInput
 from router_sidecar.config import ConfigError, load_config_text
+from router_sidecar.decision_log import DecisionLines, write_lines_to
+from router_sidecar.decision_log import log as decision_log
 from router_sidecar.reload import ConfigStore, watch_file
 from router_sidecar.secrets import SecretStore
 from router_sidecar.server import build_app
@@ -92,6 +95,8 @@ async def _serve(
         log.error("Cannot listen on %s:%s (%s); exiting", args.host, args.port, exc.strerror)
         return 1
     port = addresses[0][1] if addresses else args.port
+    if decision_log.isEnabledFor(logging.INFO):
+        write_lines_to(DecisionLines())
     log.info("Router sidecar listening on http://%s:%s", args.host, port)
     # What was loaded so far (modules, the config) lives as long as the process: keep it out of
     # the garbage collector's full passes, which would otherwise walk it while requests wait.
@@ -116,6 +121,7 @@ async def _serve(
             with contextlib.suppress(asyncio.CancelledError):
                 await task
         await app.close(SHUTDOWN_GRACE_S)
+        write_lines_to(None)  # sends what is still batched
     return 0
 
 

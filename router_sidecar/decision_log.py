@@ -1,20 +1,35 @@
 """The decision log: one structured JSON line per chat completion request.
 
 `server.py` fills a `DecisionRecord` while the request runs (the engine appends lane attempts and
-escalations to it) and calls `emit` once at the end, whatever the outcome. The line goes to the
-logger `laneway.decisions` at INFO with the JSON object as its whole message, so any log shipper
-can parse it. Keys are stable (camelCase, as in the config). The record never holds prompt text,
-answers, user ids or secrets: only names from the config, counts, timings and reasons.
+escalations to it) and calls `emit` once at the end, whatever the outcome. Keys are stable
+(camelCase, as in the config). The record never holds prompt text, answers, user ids or secrets:
+only names from the config, counts, timings and reasons.
+
+`laneway serve` installs a `DecisionLines` writer (`write_lines_to`): each line is then one JSON
+object alone on its line on standard output, apart from the diagnostic log on standard error, so
+a log shipper reads it as JSON Lines. The writer batches: adding a line costs a couple of
+microseconds instead of the logging module's fifteen or so, and the batch goes out at 64 KB,
+a quarter of a second after its first line, and when the sidecar stops. Without a writer (the
+demo, tests, code that embeds the router) the line goes to the logger `laneway.decisions` at
+INFO, the JSON object being the whole message.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
+import os
 from dataclasses import dataclass, field
 from typing import Any
 
+from router_sidecar.fastjson import dumps
+
 log = logging.getLogger("laneway.decisions")
+diag = logging.getLogger(__name__)
+
+BATCH_BYTES = 65536
+BATCH_DELAY_S = 0.25
 
 
 @dataclass
@@ -128,7 +143,70 @@ class DecisionRecord:
         return out
 
 
+class DecisionLines:
+    """Decision lines as JSON Lines on a file descriptor (standard output by default), batched.
+
+    Writes are blocking writes of whole batches; one that fails is dropped with one WARNING per
+    kind of failure (a log line is never worth a request)."""
+
+    def __init__(
+        self, fd: int = 1, *, batch_bytes: int = BATCH_BYTES, delay_s: float = BATCH_DELAY_S
+    ) -> None:
+        self._fd, self._batch_bytes, self._delay_s = fd, batch_bytes, delay_s
+        self._parts: list[bytes] = []
+        self._size = 0
+        self._timer: asyncio.TimerHandle | None = None
+        self._failures: set[str] = set()
+
+    def add(self, line: bytes) -> None:
+        """Queue one line (with its newline); sent with the batch."""
+        self._parts.append(line)
+        self._size += len(line)
+        if self._size >= self._batch_bytes:
+            self.flush()
+        elif self._timer is None:
+            try:
+                loop = asyncio.get_running_loop()
+            except RuntimeError:
+                self.flush()
+                return
+            self._timer = loop.call_later(self._delay_s, self.flush)
+
+    def flush(self) -> None:
+        """Send what is queued now."""
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        if not self._parts:
+            return
+        data = memoryview(b"".join(self._parts))
+        self._parts.clear()
+        self._size = 0
+        try:
+            while data:
+                data = data[os.write(self._fd, data):]
+        except OSError as exc:
+            kind = exc.strerror or type(exc).__name__
+            if kind not in self._failures:
+                self._failures.add(kind)
+                diag.warning("Cannot write decision lines (%s); they are dropped until it "
+                             "works again", kind)
+
+
+_lines: DecisionLines | None = None
+
+
+def write_lines_to(lines: DecisionLines | None) -> None:
+    """Send decision lines to `lines` from now on, or (None) to the `laneway.decisions` logger."""
+    global _lines
+    if _lines is not None:
+        _lines.flush()
+    _lines = lines
+
+
 def emit(record: DecisionRecord) -> None:
     """Write the record's line; skipped cheaply when the logger is off."""
-    if log.isEnabledFor(logging.INFO):
+    if _lines is not None:
+        _lines.add(dumps(record.as_dict()) + b"\n")
+    elif log.isEnabledFor(logging.INFO):
         log.info("%s", json.dumps(record.as_dict(), separators=(",", ":")))

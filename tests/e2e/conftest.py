@@ -42,10 +42,13 @@ class Served:
             return json.loads(resp.read())
 
 
-def start_serve(config_path: Path, secrets_dir: Path, log_path: Path) -> tuple[
-    subprocess.Popen[bytes], str
-]:
-    """Spawn `laneway serve --port 0` and wait for the address it logs."""
+def start_serve(
+    config_path: Path, secrets_dir: Path, log_path: Path, out_path: Path | None = None
+) -> tuple[subprocess.Popen[bytes], str]:
+    """Spawn `laneway serve --port 0` and wait for the address it logs.
+
+    Standard error goes to `log_path`; standard output (the decision lines) too, or to
+    `out_path` when given."""
     cmd = [
         sys.executable, "-m", "laneway", "serve",
         "--config", str(config_path),
@@ -53,7 +56,11 @@ def start_serve(config_path: Path, secrets_dir: Path, log_path: Path) -> tuple[
         "--secrets-dir", str(secrets_dir),
     ]
     with open(log_path, "wb") as log:
-        process = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT)
+        if out_path is None:
+            process = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT)
+        else:
+            with open(out_path, "wb") as out:
+                process = subprocess.Popen(cmd, stdout=out, stderr=log)
     deadline = time.monotonic() + LAUNCH_TIMEOUT_S
     while time.monotonic() < deadline:
         found = re.search(r"listening on (http://\S+)", log_path.read_text(errors="replace"))

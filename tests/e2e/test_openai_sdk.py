@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import time
+from typing import Any
 
 import openai
 import pytest
@@ -108,13 +110,29 @@ def test_the_models_list_reads_through_the_sdk(served: Served) -> None:
 
 
 def test_the_process_logs_one_decision_line_per_request_and_never_the_key(served: Served) -> None:
+    def decision_lines() -> list[dict[str, Any]]:
+        # Decision lines are whole JSON objects on their own lines (stdout); the diagnostic log
+        # (stderr, in the same file here) is text.
+        return [json.loads(line) for line in served.log().splitlines()
+                if line.startswith('{"decisionId"')]
+
+    before = {line["decisionId"] for line in decision_lines()}
     with _client(served) as client:
-        client.chat.completions.create(model="auto", messages=[{"role": "user", "content": "x"}])
-    log = served.log()
-    assert SECRET not in log
-    lines = [line for line in log.splitlines() if " laneway.decisions " in line]
-    assert lines
-    record = json.loads(lines[-1].split(" laneway.decisions ", 1)[1])
+        done = client.chat.completions.with_raw_response.create(
+            model="auto", messages=[{"role": "user", "content": "x"}]
+        )
+    decision_id = done.headers["x-laneway-decision-id"]
+
+    deadline = time.monotonic() + 5  # lines are written in batches, at most 0.25 s apart
+    while not (found := [r for r in decision_lines() if r["decisionId"] == decision_id]):
+        assert time.monotonic() < deadline, "no decision line for the request"
+        time.sleep(0.05)
+    (record,) = found
+    assert decision_id not in before
     assert {"decisionId", "policy", "mode", "route", "lanesTried", "latencyMs", "costUsd"} <= set(
         record
     )
+    assert record["outcome"] == "ok" and record["lanesTried"][0]["outcome"] == "ok"
+    assert SECRET not in served.log()
+
+

@@ -97,3 +97,33 @@ def test_the_process_reloads_its_config_file_and_keeps_the_last_good_one(tmp_pat
     assert code == 0
     log = (tmp_path / "serve.log").read_text()
     assert "Rejected config" in log
+
+
+def test_decision_lines_are_json_lines_on_stdout_and_all_are_written_by_shutdown(
+    tmp_path: Path,
+) -> None:
+    doc = policy_doc({"a": lane("http://127.0.0.1:9/v1")}, {"main": ["a"]})
+    path = tmp_path / "config.json"
+    path.write_text(text(doc))
+    out, err = tmp_path / "decisions.jsonl", tmp_path / "serve.log"
+    process, url = start_serve(path, tmp_path / "secrets", err, out_path=out)
+    ids = []
+    try:
+        for n in range(5):
+            body = json.dumps({"model": "auto", "messages": [{"role": "user", "content": str(n)}]})
+            request = urllib.request.Request(
+                url + "/v1/chat/completions", data=body.encode(), method="POST",
+                headers={"Content-Type": "application/json"},
+            )
+            try:
+                urllib.request.urlopen(request, timeout=10)
+            except urllib.error.HTTPError as exc:  # the only lane refuses connections
+                ids.append(exc.headers["x-laneway-decision-id"])
+    finally:
+        code = stop_serve(process)
+
+    assert code == 0 and len(ids) == 5
+    records = [json.loads(line) for line in out.read_text().splitlines()]  # JSON, every line
+    assert [r["decisionId"] for r in records] == ids
+    assert all(r["outcome"] != "ok" and r["lanesTried"][0]["lane"] == "a" for r in records)
+    assert "decisionId" not in err.read_text()

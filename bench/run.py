@@ -289,7 +289,9 @@ class Bench:
             log.info("round %d done in %.0fs", number + 1, last_round_s)
 
     def _measure(self, target: Target, number: int) -> None:
-        log.info("round %d: %s", number + 1, target.name)
+        waited = self.settle()
+        log.info("round %d: %s (after %.1fs for the other processes to go quiet)",
+                 number + 1, target.name, waited)
         try:
             row = measure_round(target, self.plan, place=self.load, work=self.work)
         except (client.BadResponse, OSError, loadgen.WrkError) as exc:
@@ -299,6 +301,26 @@ class Bench:
             return
         row["round"] = number + 1
         self.rounds.setdefault(target.name, []).append(row)
+
+    def settle(self, *, window_s: float = 0.2, quiet_pct: float = 2.0,
+               timeout_s: float = 30.0) -> float:
+        """Wait until every started process is idle; the seconds waited.
+
+        A proxy keeps working after wrk stops (LiteLLM finishes the requests it had queued for
+        seconds), on the core the next target is measured on; without this wait that work
+        would land in the next target's latency tail."""
+        running = [t.proc for t in self.targets if t.proc is not None]
+        if self.upstream is not None:
+            running.append(self.upstream.proc)
+        started = time.monotonic()
+        while time.monotonic() - started < timeout_s:
+            before = sum(procs.cpu_seconds(p.pid) for p in running)
+            time.sleep(window_s)
+            used = sum(procs.cpu_seconds(p.pid) for p in running) - before
+            if 100 * used / window_s < quiet_pct:
+                return time.monotonic() - started
+        log.warning("the targets were still busy after %.0fs; measuring anyway", timeout_s)
+        return time.monotonic() - started
 
     def record_memory(self) -> None:
         for target in self.targets:

@@ -4,12 +4,12 @@ tests/integration/test_operator.py."""
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, cast
 
 import pytest
 
 from laneway_operator.configmaps import config_map_body
-from laneway_operator.kube import NameTaken, ensure_object
+from laneway_operator.kube import Kube, NameTaken, ensure_object
 
 POLICY = {"metadata": {"name": "bot", "namespace": "team-a", "uid": "uid-now"}}
 COLLECTION = "/api/v1/namespaces/team-a/configmaps"
@@ -31,6 +31,12 @@ class Objects:
 
     async def merge_patch(self, path: str, patch: dict[str, Any]) -> None:
         self.patches.append(patch)
+
+
+async def ensure(objects: Objects) -> str:
+    """ensure_object for the policy's ConfigMap with new text, against `objects`."""
+    body = config_map_body(POLICY, "new", "v2")
+    return await ensure_object(cast(Kube, objects), COLLECTION, body, ("data",))
 
 
 def existing(**metadata: Any) -> dict[str, Any]:
@@ -60,9 +66,7 @@ def owner(uid: str, kind: str = "RoutingPolicy", name: str = "bot") -> dict[str,
 async def test_the_operators_own_objects_are_brought_in_line(current: dict[str, Any]) -> None:
     objects = Objects(current)
 
-    result = await ensure_object(
-        objects, COLLECTION, config_map_body(POLICY, "new", "v2"), ("data",)  # type: ignore[arg-type]
-    )
+    result = await ensure(objects)
 
     assert result == "updated"
     assert objects.patches[0]["data"] == {"config.json": "new"}
@@ -88,9 +92,7 @@ async def test_objects_someone_else_made_are_left_alone_with_the_fix_in_the_erro
     objects = Objects(current)
 
     with pytest.raises(NameTaken) as info:
-        await ensure_object(
-            objects, COLLECTION, config_map_body(POLICY, "new", "v2"), ("data",)  # type: ignore[arg-type]
-        )
+        await ensure(objects)
 
     assert objects.patches == []
     assert "ConfigMap team-a/laneway-bot exists and was not made by Laneway" in str(info.value)
@@ -100,9 +102,7 @@ async def test_objects_someone_else_made_are_left_alone_with_the_fix_in_the_erro
 async def test_a_missing_object_is_created() -> None:
     objects = Objects(None)
 
-    result = await ensure_object(
-        objects, COLLECTION, config_map_body(POLICY, "new", "v2"), ("data",)  # type: ignore[arg-type]
-    )
+    result = await ensure(objects)
 
     assert result == "created"
     assert objects.current is not None and objects.current["data"] == {"config.json": "new"}

@@ -118,8 +118,10 @@ def test_a_labelled_pod_comes_back_from_the_api_server_with_the_sidecar(
     wait_for_default_account(controlplane, namespace)
     apply(controlplane, secret(namespace), lane(namespace, "fast", "http://127.0.0.1:9/v1"),
           policy(namespace, "bot", {"fast": ["fast"]}))
+    egress = {"LANEWAY_EGRESS_HTTPS_PROXY": "http://proxy.corp.example:3128",
+              "LANEWAY_EGRESS_NO_PROXY": ".svc,10.0.0.0/8"}
     operators.append(start_operator(controlplane, tmp_path, namespace, *webhook["args"],
-                                    env={"LANEWAY_SIDECAR_IMAGE": IMAGE}))
+                                    env={"LANEWAY_SIDECAR_IMAGE": IMAGE, **egress}))
     labelled = pod(namespace, "app", {"routing.laneway.dev/policy": "bot", "app": "bot"})
     wait_for(lambda: injected(controlplane, labelled), timeout=30,
              what="the webhook to be called by the API server")
@@ -136,8 +138,12 @@ def test_a_labelled_pod_comes_back_from_the_api_server_with_the_sidecar(
     assert any(v.get("secret", {}).get("secretName") == "provider" for v in volumes.values())
     mounts = {m["mountPath"] for m in router["volumeMounts"]}
     assert "/var/run/secrets/laneway/provider" in mounts
+    # The operator's egress proxy settings reach the sidecar, and only the sidecar.
+    router_env = {e["name"]: e.get("value") for e in router["env"]}
+    assert egress.items() <= router_env.items()
     env = {e["name"]: e.get("value") for e in created["spec"]["containers"][0]["env"]}
     assert env["OPENAI_BASE_URL"] == "http://127.0.0.1:4000/v1"
+    assert not [name for name in env if "PROXY" in name]
     assert created["metadata"]["annotations"]["routing.laneway.dev/injected"] == "true"
 
     # Asking the webhook again about the injected pod adds nothing.

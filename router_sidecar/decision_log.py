@@ -9,7 +9,8 @@ only names from the config, counts, timings and reasons.
 object alone on its line on standard output, apart from the diagnostic log on standard error, so
 a log shipper reads it as JSON Lines. The writer batches: adding a line costs a couple of
 microseconds instead of the logging module's fifteen or so, and the batch goes out at 64 KB,
-a quarter of a second after its first line, and when the sidecar stops. Without a writer (the
+a quarter of a second after its first line, and when the sidecar stops, written by a thread of
+its own so that a slow reader never holds up a request. Without a writer (the
 demo, tests, code that embeds the router) the line goes to the logger `laneway.decisions` at
 INFO, the JSON object being the whole message.
 """
@@ -20,6 +21,8 @@ import asyncio
 import json
 import logging
 import os
+import queue
+import threading
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -30,6 +33,7 @@ diag = logging.getLogger(__name__)
 
 BATCH_BYTES = 65536
 BATCH_DELAY_S = 0.25
+MAX_PENDING_BYTES = 4 * 1024 * 1024
 
 
 @dataclass
@@ -146,17 +150,35 @@ class DecisionRecord:
 class DecisionLines:
     """Decision lines as JSON Lines on a file descriptor (standard output by default), batched.
 
-    Writes are blocking writes of whole batches; one that fails is dropped with one WARNING per
-    kind of failure (a log line is never worth a request)."""
+    The request path never waits for the output: a batch is handed to a writer thread, which
+    does the blocking writes. When the reader falls behind by more than `max_pending_bytes`
+    (stalled log collection), new batches are dropped and counted in `dropped`, with a WARNING
+    when that starts and one when the reader has caught up; a failed write drops its batch with
+    one WARNING per kind of failure. A log line is never
+    worth a request."""
 
     def __init__(
-        self, fd: int = 1, *, batch_bytes: int = BATCH_BYTES, delay_s: float = BATCH_DELAY_S
+        self,
+        fd: int = 1,
+        *,
+        batch_bytes: int = BATCH_BYTES,
+        delay_s: float = BATCH_DELAY_S,
+        max_pending_bytes: int = MAX_PENDING_BYTES,
     ) -> None:
         self._fd, self._batch_bytes, self._delay_s = fd, batch_bytes, delay_s
+        self._max_pending = max_pending_bytes
         self._parts: list[bytes] = []
         self._size = 0
         self._timer: asyncio.TimerHandle | None = None
         self._failures: set[str] = set()
+        self._pending = 0  # bytes handed to the writer, not written yet
+        self._lock = threading.Lock()
+        self.dropped = 0  # lines left out because the reader fell behind
+        self._stalled = False
+        self._batches: queue.SimpleQueue[bytes | None] = queue.SimpleQueue()
+        self._writer = threading.Thread(target=self._write_batches, name="decision-lines",
+                                         daemon=True)
+        self._writer.start()
 
     def add(self, line: bytes) -> None:
         """Queue one line (with its newline); sent with the batch."""
@@ -173,35 +195,65 @@ class DecisionLines:
             self._timer = loop.call_later(self._delay_s, self.flush)
 
     def flush(self) -> None:
-        """Send what is queued now."""
+        """Hand what is queued to the writer now."""
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
         if not self._parts:
             return
-        data = memoryview(b"".join(self._parts))
+        data = b"".join(self._parts)
+        lines = len(self._parts)
         self._parts.clear()
         self._size = 0
-        try:
-            while data:
-                data = data[os.write(self._fd, data):]
-        except OSError as exc:
-            kind = exc.strerror or type(exc).__name__
-            if kind not in self._failures:
-                self._failures.add(kind)
-                diag.warning("Cannot write decision lines (%s); they are dropped until it "
-                             "works again", kind)
+        with self._lock:
+            if self._pending + len(data) > self._max_pending:
+                self.dropped += lines
+                stalled, self._stalled = self._stalled, True
+            else:
+                self._pending += len(data)
+                stalled = None
+        if stalled is None:
+            self._batches.put(data)
+        elif not stalled:
+            diag.warning("The decision-line output is not being read (over %d bytes waiting); "
+                         "lines are dropped until it catches up", self._max_pending)
+
+    def close(self, timeout_s: float = 5.0) -> None:
+        """Send what is queued and wait (up to `timeout_s`) for the writer to finish."""
+        self.flush()
+        self._batches.put(None)
+        self._writer.join(timeout_s)
+
+    def _write_batches(self) -> None:
+        while (data := self._batches.get()) is not None:
+            view = memoryview(data)
+            try:
+                while view:
+                    view = view[os.write(self._fd, view):]
+            except OSError as exc:
+                kind = exc.strerror or type(exc).__name__
+                if kind not in self._failures:
+                    self._failures.add(kind)
+                    diag.warning("Cannot write decision lines (%s); they are dropped until it "
+                                 "works again", kind)
+            with self._lock:
+                self._pending -= len(data)
+                if self._stalled and self._pending == 0:
+                    self._stalled = False
+                    diag.warning("The decision-line output is read again; %d lines were "
+                                 "dropped so far", self.dropped)
 
 
 _lines: DecisionLines | None = None
 
 
 def write_lines_to(lines: DecisionLines | None) -> None:
-    """Send decision lines to `lines` from now on, or (None) to the `laneway.decisions` logger."""
+    """Send decision lines to `lines` from now on, or (None) to the `laneway.decisions` logger;
+    the writer used so far sends what it holds and stops."""
     global _lines
-    if _lines is not None:
-        _lines.flush()
-    _lines = lines
+    previous, _lines = _lines, lines
+    if previous is not None:
+        previous.close()
 
 
 def emit(record: DecisionRecord) -> None:

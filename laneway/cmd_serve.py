@@ -6,7 +6,9 @@ reads provider keys from `--secrets-dir`, serves `router_sidecar.server.build_ap
 follows that ConfigMap through the Kubernetes API (`router_sidecar.kube_source`). Both feed one
 `ConfigStore`; the API watch is authoritative, so once it has delivered a config, changes of the
 (lagging) file are ignored; see `router_sidecar.reload`. Decision lines go to standard output as
-JSON Lines (`router_sidecar.decision_log.DecisionLines`), the diagnostic log to standard error.
+JSON Lines (`router_sidecar.decision_log.DecisionLines`), the diagnostic log to standard error;
+both are written by threads of their own, so a log reader that stops reading never blocks the
+event loop.
 """
 
 from __future__ import annotations
@@ -16,8 +18,10 @@ import asyncio
 import contextlib
 import gc
 import logging
+import queue
 import signal
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Coroutine, Iterator
+from logging.handlers import QueueHandler, QueueListener
 from typing import Any
 
 from prometheus_client import disable_created_metrics
@@ -56,8 +60,25 @@ def run(args: argparse.Namespace) -> int:
     store.apply(config, source=args.config, text=text)
     # One sample per series: `_created` twins double /metrics for no use here.
     disable_created_metrics()
-    with asyncio.Runner(loop_factory=_loop_factory()) as runner:
+    with _logging_off_the_loop(), asyncio.Runner(loop_factory=_loop_factory()) as runner:
         return runner.run(_serve(args, store, watch))
+
+
+@contextlib.contextmanager
+def _logging_off_the_loop() -> Iterator[None]:
+    """Hand log records to a thread that writes them with the handlers configured so far, and
+    stop it (writing what is left) at the end."""
+    root = logging.getLogger()
+    handlers = root.handlers[:]
+    records: queue.SimpleQueue[logging.LogRecord] = queue.SimpleQueue()
+    listener = QueueListener(records, *handlers, respect_handler_level=True)
+    root.handlers = [QueueHandler(records)]
+    listener.start()
+    try:
+        yield
+    finally:
+        listener.stop()
+        root.handlers = handlers
 
 
 def _loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:

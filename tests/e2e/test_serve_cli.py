@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import os
+import re
+import signal
 import subprocess
 import sys
 import time
@@ -13,6 +15,9 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import pytest
+
+from router_sidecar.simulator import SimulatedProvider
 from tests.e2e.conftest import start_serve, stop_serve
 from tests.e2e.harness import lane, metric_value, policy_doc, text, versioned
 
@@ -127,3 +132,47 @@ def test_decision_lines_are_json_lines_on_stdout_and_all_are_written_by_shutdown
     assert [r["decisionId"] for r in records] == ids
     assert all(r["outcome"] != "ok" and r["lanesTried"][0]["lane"] == "a" for r in records)
     assert "decisionId" not in err.read_text()
+
+
+@pytest.mark.timeout(180)
+def test_a_log_reader_that_stops_reading_never_holds_up_a_request(tmp_path: Path) -> None:
+    with SimulatedProvider(model="a") as sim:
+        path = tmp_path / "config.json"
+        path.write_text(text(policy_doc({"a": lane(sim.url)}, {"main": ["a"]})))
+        cmd = [sys.executable, "-m", "laneway", "serve", "--config", str(path), "--port", "0",
+               "--secrets-dir", str(tmp_path / "secrets")]
+        process = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        try:
+            assert process.stderr is not None
+            url = ""
+            while not url:
+                line = process.stderr.readline().decode()
+                assert line, "laneway serve exited before listening"
+                if found := re.search(r"listening on (http://\S+)", line):
+                    url = found.group(1)
+            # From here on nobody reads its standard output or error: each pipe holds 64 KB,
+            # far less than the decision lines (stdout) and feedback lines (stderr) below.
+            ids = []
+            for n in range(2000):
+                ids.append(_post(url + "/v1/chat/completions", {
+                    "model": "auto", "messages": [{"role": "user", "content": f"hi {n}"}],
+                })["x-laneway-decision-id"])
+                _post(url + "/v1/feedback", {"decision_id": ids[-1], "outcome": "accepted"})
+        finally:
+            process.send_signal(signal.SIGTERM)
+            out, err = process.communicate(timeout=60)
+
+    assert process.returncode == 0
+    decided = [json.loads(line)["decisionId"] for line in out.decode().splitlines()]
+    assert decided == ids  # nothing lost: the lines waited for their reader
+    assert err.decode().count(" laneway.feedback ") == 2000
+
+
+def _post(url: str, body: dict[str, Any]) -> dict[str, str]:
+    """POST JSON; the answer's headers (it must be a 200)."""
+    request = urllib.request.Request(url, data=json.dumps(body).encode(), method="POST",
+                                     headers={"Content-Type": "application/json"})
+    with urllib.request.urlopen(request, timeout=10) as resp:
+        resp.read()
+        assert resp.status == 200
+        return dict(resp.headers)

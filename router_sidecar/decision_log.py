@@ -12,7 +12,8 @@ microseconds instead of the logging module's fifteen or so, and the batch goes o
 a quarter of a second after its first line, and when the sidecar stops, written by a thread of
 its own so that a slow reader never holds up a request. Without a writer (the
 demo, tests, code that embeds the router) the line goes to the logger `laneway.decisions` at
-INFO, the JSON object being the whole message.
+INFO, the JSON object being the whole message. `/v1/feedback` lines (`emit_feedback`) take the
+same way (their logger is `laneway.feedback`), so both join on `decisionId` in one stream.
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ from typing import Any
 from router_sidecar.fastjson import dumps
 
 log = logging.getLogger("laneway.decisions")
+feedback_log = logging.getLogger("laneway.feedback")
 diag = logging.getLogger(__name__)
 
 BATCH_BYTES = 65536
@@ -262,3 +264,13 @@ def emit(record: DecisionRecord) -> None:
         _lines.add(dumps(record.as_dict()) + b"\n")
     elif log.isEnabledFor(logging.INFO):
         log.info("%s", json.dumps(record.as_dict(), separators=(",", ":")))
+
+
+def emit_feedback(decision_id: str, outcome: str) -> None:
+    """Write a `/v1/feedback` line, `{"decisionId": ..., "feedback": ...}`, where decision lines
+    go (the logger `laneway.feedback` without a writer), so the two join on `decisionId`."""
+    line = {"decisionId": decision_id, "feedback": outcome}
+    if _lines is not None:
+        _lines.add(dumps(line) + b"\n")
+    elif feedback_log.isEnabledFor(logging.INFO):
+        feedback_log.info("%s", json.dumps(line, separators=(",", ":")))

@@ -32,7 +32,7 @@ from router_sidecar.decision import (
     estimate_cost,
     header_safe,
 )
-from router_sidecar.decision_log import DecisionRecord, emit
+from router_sidecar.decision_log import DecisionRecord, emit, emit_feedback
 from router_sidecar.engine import Engine, Run, StreamBroken
 from router_sidecar.explain import explain
 from router_sidecar.http_server import HttpServer, Request, Response, Stream
@@ -40,7 +40,6 @@ from router_sidecar.reload import ConfigStore
 from router_sidecar.signals import HintError, Signals, extract_signals, parse_hints
 
 log = logging.getLogger(__name__)
-feedback_log = logging.getLogger("laneway.feedback")
 
 DEFAULT_MAX_BODY_BYTES = 4 * 1024 * 1024
 NONE = "-"  # header value when no route or lane was chosen
@@ -400,9 +399,7 @@ async def feedback(state: State, request: Request) -> Response:
     except errors.RouterError as exc:
         return _error_response(exc, rec, None)
     state.metrics.feedback.labels(outcome, known[1]).inc()
-    feedback_log.info(
-        "%s", json.dumps({"decisionId": decision_id, "feedback": outcome}, separators=(",", ":"))
-    )
+    emit_feedback(decision_id, outcome)
     return _json(
         {"decision_id": decision_id, "outcome": outcome, "recorded": True},
         headers=_headers(rec, None, "feedback recorded"),

@@ -16,7 +16,7 @@ import base64
 import logging
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from urllib.parse import unquote, urlsplit
 from urllib.request import getproxies
 
@@ -35,6 +35,12 @@ EGRESS_VARIABLES = {
     "http": "LANEWAY_EGRESS_HTTP_PROXY",
     "no": "LANEWAY_EGRESS_NO_PROXY",
 }
+
+
+# A directory holding the proxy's `username` and `password` (a mounted Secret): the way to give a
+# proxy credentials without writing them into an environment variable or a pod spec.
+CREDENTIALS_VARIABLE = "LANEWAY_EGRESS_PROXY_CREDENTIALS"
+CREDENTIALS_MOUNT = "/var/run/secrets/laneway-egress-proxy"
 
 
 def egress_settings(environ: Mapping[str, str] | None = None) -> dict[str, str]:
@@ -111,18 +117,48 @@ def parse_proxy(url: str | None) -> Proxy | None:
     return Proxy(parts.hostname, port, authorization)
 
 
+def proxy_credentials(directory: str) -> str:
+    """The `Proxy-Authorization` value from the `username` and `password` files in `directory`
+    (a trailing newline dropped), or "" when they cannot be read (logged, naming the file)."""
+    values = []
+    for name in ("username", "password"):
+        path = os.path.join(directory, name)
+        try:
+            with open(path, encoding="utf-8") as fh:
+                values.append(fh.read().rstrip("\r\n"))
+        except OSError as exc:
+            log.warning("Cannot read the egress proxy's %s from %s (%s); the proxy is used "
+                        "without credentials", name, path, exc.strerror or exc)
+            return ""
+    return "Basic " + base64.b64encode(":".join(values).encode()).decode()
+
+
 class EgressProxies:
     """The egress proxy settings, read once: which proxy, if any, reaches a provider.
 
-    `settings` maps `http`, `https` and `no` to values; by default `egress_settings()`."""
+    `settings` maps `http`, `https` and `no` to values, and `credentials_dir` names a directory
+    with the proxies' `username` and `password`, which apply to proxy URLs without credentials of
+    their own. By default both come from the environment (`egress_settings()` and
+    `LANEWAY_EGRESS_PROXY_CREDENTIALS`)."""
 
-    def __init__(self, settings: Mapping[str, str] | None = None) -> None:
-        settings = egress_settings() if settings is None else settings
+    def __init__(
+        self, settings: Mapping[str, str] | None = None, credentials_dir: str | None = None
+    ) -> None:
+        if settings is None:
+            settings = egress_settings()
+            credentials_dir = os.environ.get(CREDENTIALS_VARIABLE)
         self._proxies = {
             scheme: proxy
             for scheme in ("http", "https")
             if (proxy := parse_proxy(settings.get(scheme))) is not None
         }
+        if credentials_dir and self._proxies:
+            authorization = proxy_credentials(credentials_dir)
+            if authorization:
+                self._proxies = {
+                    scheme: replace(proxy, authorization=proxy.authorization or authorization)
+                    for scheme, proxy in self._proxies.items()
+                }
         self._no_proxy = NoProxy.parse(settings.get("no"))
 
     def __bool__(self) -> bool:

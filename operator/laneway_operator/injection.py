@@ -13,6 +13,9 @@ directly. What a patched Pod gains:
 - `OPENAI_BASE_URL=http://127.0.0.1:4000/v1` on every app container that does not set it;
 - when the Pod turns off the service-account token, a projected token for the sidecar alone,
   which needs it to watch its ConfigMap;
+- the operator's egress proxy settings (`LANEWAY_EGRESS_*`) on the sidecar, and, when
+  `LANEWAY_EGRESS_PROXY_SECRET` names a Secret, that Secret's `username` and `password` mounted
+  for it at `/var/run/secrets/laneway-egress-proxy` (optional: a pod without it still starts);
 - the annotation `routing.laneway.dev/injected`, so a second pass adds nothing.
 """
 
@@ -32,10 +35,12 @@ from laneway_operator.names import (
     SIDECAR_PORT,
     config_map_name,
 )
+from router_sidecar.egress_proxy import CREDENTIALS_MOUNT, CREDENTIALS_VARIABLE
 
 BASE_URL_ENV = "OPENAI_BASE_URL"
 CONFIG_VOLUME = "laneway-config"
 KUBE_API_VOLUME = "laneway-kube-api"
+EGRESS_VOLUME = "laneway-egress-proxy"
 SA_MOUNT = "/var/run/secrets/kubernetes.io/serviceaccount"
 DEFAULT_IMAGE = "laneway:dev"
 
@@ -43,7 +48,9 @@ DEFAULT_IMAGE = "laneway:dev"
 @dataclass(frozen=True)
 class SidecarOptions:
     """How the injected container is built; the image comes from `LANEWAY_SIDECAR_IMAGE`, `env`
-    (name, value pairs added to the container) from the operator's `LANEWAY_EGRESS_*` settings."""
+    (name, value pairs added to the container) from the operator's `LANEWAY_EGRESS_*` settings,
+    `egress_secret` (the Secret with the egress proxy's `username` and `password`, in the pod's
+    namespace, mounted when set) from `LANEWAY_EGRESS_PROXY_SECRET`."""
 
     image: str = DEFAULT_IMAGE
     port: int = SIDECAR_PORT
@@ -52,6 +59,7 @@ class SidecarOptions:
     memory_limit: str = "256Mi"
     run_as_user: int = 65532
     env: tuple[tuple[str, str], ...] = ()
+    egress_secret: str = ""
 
 
 Patch = list[dict[str, Any]]
@@ -111,6 +119,8 @@ def build_patch(
     volumes = [_config_volume(policy), *(_secret_volume(n, k) for n, k in secrets.items())]
     if own_token:
         volumes.append(_kube_api_volume())
+    if options.egress_secret:
+        volumes.append(_egress_credentials_volume(options.egress_secret))
     container = sidecar_container(
         namespace=namespace, policy=policy, secrets=secrets, options=options, own_token=own_token
     )
@@ -138,6 +148,14 @@ def sidecar_container(
     ]
     if own_token:
         mounts.append({"name": KUBE_API_VOLUME, "mountPath": SA_MOUNT, "readOnly": True})
+    env = [
+        {"name": "PYTHONDONTWRITEBYTECODE", "value": "1"},
+        {"name": "PYTHONUNBUFFERED", "value": "1"},
+        *({"name": name, "value": value} for name, value in options.env),
+    ]
+    if options.egress_secret:
+        mounts.append({"name": EGRESS_VOLUME, "mountPath": CREDENTIALS_MOUNT, "readOnly": True})
+        env.append({"name": CREDENTIALS_VARIABLE, "value": CREDENTIALS_MOUNT})
     port = options.port
     return {
         "name": SIDECAR_NAME,
@@ -154,11 +172,7 @@ def sidecar_container(
             "--secrets-dir", SECRETS_DIR,
             "--watch-configmap", f"{namespace}/{config_map_name(policy)}",
         ],
-        "env": [
-            {"name": "PYTHONDONTWRITEBYTECODE", "value": "1"},
-            {"name": "PYTHONUNBUFFERED", "value": "1"},
-            *({"name": name, "value": value} for name, value in options.env),
-        ],
+        "env": env,
         "ports": [{"name": "laneway", "containerPort": port, "protocol": "TCP"}],
         "readinessProbe": {
             "httpGet": {"path": "/readyz", "port": port},
@@ -202,6 +216,18 @@ def _secret_volume(name: str, keys: Sequence[str]) -> dict[str, Any]:
     return {
         "name": secret_volume_name(name),
         "secret": {"secretName": name, "items": [{"key": k, "path": k} for k in keys]},
+    }
+
+
+def _egress_credentials_volume(secret: str) -> dict[str, Any]:
+    # Optional: without the Secret the pod still starts, and the sidecar says what it misses.
+    return {
+        "name": EGRESS_VOLUME,
+        "secret": {
+            "secretName": secret,
+            "optional": True,
+            "items": [{"key": k, "path": k} for k in ("username", "password")],
+        },
     }
 
 

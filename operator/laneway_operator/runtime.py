@@ -46,7 +46,9 @@ class Tuning:
             hold_down_s=_float(env.get("LANEWAY_HOLD_DOWN_SECONDS"), DEFAULT_HOLD_DOWN_S),
             resync_s=_float(env.get("LANEWAY_RESYNC_SECONDS"), DEFAULT_RESYNC_S),
             sidecar=SidecarOptions(
-                image=env.get("LANEWAY_SIDECAR_IMAGE") or DEFAULT_IMAGE, env=_egress_env(env)
+                image=env.get("LANEWAY_SIDECAR_IMAGE") or DEFAULT_IMAGE,
+                env=_egress_env(env),
+                egress_secret=env.get("LANEWAY_EGRESS_PROXY_SECRET", ""),
             ),
         )
 

@@ -120,8 +120,10 @@ def test_a_labelled_pod_comes_back_from_the_api_server_with_the_sidecar(
           policy(namespace, "bot", {"fast": ["fast"]}))
     egress = {"LANEWAY_EGRESS_HTTPS_PROXY": "http://proxy.corp.example:3128",
               "LANEWAY_EGRESS_NO_PROXY": ".svc,10.0.0.0/8"}
-    operators.append(start_operator(controlplane, tmp_path, namespace, *webhook["args"],
-                                    env={"LANEWAY_SIDECAR_IMAGE": IMAGE, **egress}))
+    operators.append(start_operator(
+        controlplane, tmp_path, namespace, *webhook["args"],
+        env={"LANEWAY_SIDECAR_IMAGE": IMAGE, "LANEWAY_EGRESS_PROXY_SECRET": "egress-proxy",
+             **egress}))
     labelled = pod(namespace, "app", {"routing.laneway.dev/policy": "bot", "app": "bot"})
     wait_for(lambda: injected(controlplane, labelled), timeout=30,
              what="the webhook to be called by the API server")
@@ -141,6 +143,12 @@ def test_a_labelled_pod_comes_back_from_the_api_server_with_the_sidecar(
     # The operator's egress proxy settings reach the sidecar, and only the sidecar.
     router_env = {e["name"]: e.get("value") for e in router["env"]}
     assert egress.items() <= router_env.items()
+    # Its credentials Secret is mounted for the sidecar (optional: it does not exist here).
+    assert volumes["laneway-egress-proxy"]["secret"] == {
+        "secretName": "egress-proxy", "optional": True, "defaultMode": 420,
+        "items": [{"key": "username", "path": "username"},
+                  {"key": "password", "path": "password"}]}
+    assert router_env["LANEWAY_EGRESS_PROXY_CREDENTIALS"] == "/var/run/secrets/laneway-egress-proxy"
     env = {e["name"]: e.get("value") for e in created["spec"]["containers"][0]["env"]}
     assert env["OPENAI_BASE_URL"] == "http://127.0.0.1:4000/v1"
     assert not [name for name in env if "PROXY" in name]

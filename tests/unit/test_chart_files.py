@@ -65,6 +65,10 @@ BAD_VALUES = [
         "at '/egressProxy/httpsProxy': 'http://team:pw@proxy:3128' does not match pattern",
     ),
     ("egressProxy.httpProxy=socks5://proxy:1080", "at '/egressProxy/httpProxy': 'socks5://"),
+    (
+        "egressProxy.credentialsSecret=Proxy_Creds",
+        "at '/egressProxy/credentialsSecret': 'Proxy_Creds' does not match pattern",
+    ),
 ]
 
 

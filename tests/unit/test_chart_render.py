@@ -128,6 +128,13 @@ def test_everything_on_passes_every_option_through(
     )
     assert env["LANEWAY_EGRESS_NO_PROXY"] == ".svc,.cluster.local,10.0.0.0/8"
     assert not {"HTTPS_PROXY", "HTTP_PROXY", "NO_PROXY"} & set(env)  # the API client's own path
+    assert env["LANEWAY_EGRESS_PROXY_SECRET"] == "egress-proxy"
+    assert env["LANEWAY_EGRESS_PROXY_CREDENTIALS"] == "/var/run/secrets/laneway-egress-proxy"
+    volumes = {v["name"]: v for v in pod["volumes"]}
+    assert volumes["egress-proxy-credentials"]["secret"]["secretName"] == "egress-proxy"
+    assert volumes["egress-proxy-credentials"]["secret"]["optional"] is True
+    mounts = {m["name"]: m["mountPath"] for m in container["volumeMounts"]}
+    assert mounts["egress-proxy-credentials"] == env["LANEWAY_EGRESS_PROXY_CREDENTIALS"]
     assert container["args"][:2] == ["--log-level", "DEBUG"]
     assert "--webhook-port" in container["args"] and "10443" in container["args"]
     assert pod["serviceAccountName"] == "laneway-operator"

@@ -202,3 +202,27 @@ def test_a_proxy_url_with_credentials_is_not_copied_into_pod_specs(caplog):
     assert tuning.sidecar.env == (("LANEWAY_EGRESS_HTTP_PROXY", "http://proxy.corp:3128"),)
     assert "LANEWAY_EGRESS_HTTPS_PROXY" in caplog.text and "credentials" in caplog.text
     assert "hunter2" not in caplog.text
+
+
+def test_the_egress_proxy_secret_is_mounted_for_the_sidecar_alone():
+    tuning = Tuning.from_env({"LANEWAY_EGRESS_PROXY_SECRET": "egress-proxy"})
+    body = pod()
+    patch = build_patch(body, namespace="team-a", policy="support-bot", secrets=SECRETS,
+                        options=tuning.sidecar)
+    out = jsonpatch.apply_patch(copy.deepcopy(body), patch)
+
+    volume = next(v for v in out["spec"]["volumes"] if v["name"] == "laneway-egress-proxy")
+    assert volume["secret"]["secretName"] == "egress-proxy"
+    assert volume["secret"]["optional"] is True
+    assert [item["key"] for item in volume["secret"]["items"]] == ["username", "password"]
+    router = sidecar(out)
+    mount = next(m for m in router["volumeMounts"] if m["name"] == "laneway-egress-proxy")
+    assert mount == {"name": "laneway-egress-proxy",
+                     "mountPath": "/var/run/secrets/laneway-egress-proxy", "readOnly": True}
+    env = {e["name"]: e["value"] for e in router["env"]}
+    assert env["LANEWAY_EGRESS_PROXY_CREDENTIALS"] == "/var/run/secrets/laneway-egress-proxy"
+    assert "volumeMounts" not in out["spec"]["containers"][0]
+
+    plain = build_patch(pod(), namespace="team-a", policy="support-bot", secrets=SECRETS,
+                        options=OPTIONS)
+    assert "laneway-egress-proxy" not in str(plain)

@@ -3,7 +3,9 @@ CIDR ranges and ports, and which proxy `EgressProxies` picks for a provider."""
 
 from __future__ import annotations
 
+import base64
 import logging
+from pathlib import Path
 
 import pytest
 
@@ -116,3 +118,42 @@ def test_laneways_own_variables_win_over_the_usual_ones_as_a_whole() -> None:
     assert egress_settings(both) == {"https": "http://laneway-proxy:3128"}
     assert egress_settings(usual) == {"https": "http://lower:3128", "no": ".svc"}
     assert egress_settings({}) == {}
+
+
+def test_credentials_from_a_mounted_secret_apply_to_proxies_without_their_own(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    (tmp_path / "username").write_text("team\n")
+    (tmp_path / "password").write_text("s3cret\n")
+    settings = {"https": "http://proxy:3128", "http": "http://other:pw@proxy:3128"}
+
+    proxies = EgressProxies(settings, credentials_dir=str(tmp_path))
+
+    tunnel = proxies.for_host("https", "api.openai.com")
+    assert tunnel is not None
+    assert tunnel.authorization == "Basic " + base64.b64encode(b"team:s3cret").decode()
+    forward = proxies.for_host("http", "models.example")
+    assert forward is not None
+    assert forward.authorization == "Basic " + base64.b64encode(b"other:pw").decode()
+
+    with caplog.at_level(logging.WARNING):
+        bare = EgressProxies(settings, credentials_dir=str(tmp_path / "missing"))
+    tunnel = bare.for_host("https", "api.openai.com")
+    assert tunnel is not None and tunnel.authorization == ""
+    assert str(tmp_path / "missing" / "username") in caplog.text
+
+
+def test_the_credentials_directory_is_read_from_the_environment(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (tmp_path / "username").write_text("team")
+    (tmp_path / "password").write_text("pw")
+    monkeypatch.setenv("LANEWAY_EGRESS_HTTPS_PROXY", "http://proxy:3128")
+    monkeypatch.setenv("LANEWAY_EGRESS_PROXY_CREDENTIALS", str(tmp_path))
+
+    tunnel = EgressProxies().for_host("https", "api.anthropic.com")
+
+    assert tunnel is not None
+    assert tunnel.connect_request("api.anthropic.com", 443).endswith(
+        b"Proxy-Authorization: Basic " + base64.b64encode(b"team:pw") + b"\r\n\r\n"
+    )

@@ -64,7 +64,8 @@ def _egress_env(env: Mapping[str, str]) -> tuple[tuple[str, str], ...]:
         if name != EGRESS_VARIABLES["no"] and has_credentials(value):
             log.warning(
                 "Not passing %s to injected sidecars: the URL carries credentials, which would "
-                "show in every pod spec; sidecars reach providers without that proxy", name
+                "show in every pod spec (give them in egressProxy.credentialsSecret instead); "
+                "sidecars reach providers without that proxy", name
             )
             continue
         found.append((name, value))

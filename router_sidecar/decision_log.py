@@ -156,8 +156,7 @@ class DecisionLines:
     does the blocking writes. When the reader falls behind by more than `max_pending_bytes`
     (stalled log collection), new batches are dropped and counted in `dropped`, with a WARNING
     when that starts and one when the reader has caught up; a failed write drops its batch with
-    one WARNING per kind of failure. A log line is never
-    worth a request."""
+    one WARNING per kind of failure. A log line is never worth a request."""
 
     def __init__(
         self,

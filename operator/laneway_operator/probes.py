@@ -16,9 +16,9 @@ The probe is `GET {baseURL}/models` with `Authorization: Bearer <key>` for `open
 `GET {baseURL}/v1/models` (or `/models` when baseURL already ends in `/v1`, as in the sidecar's
 adapter) with `x-api-key` and `anthropic-version` for `anthropic` lanes. Any 2xx answer is a
 success. Keys are sent, never logged or stored. Probes go through the egress proxy the
-environment names (`HTTPS_PROXY`, `HTTP_PROXY`, `NO_PROXY`), chosen per provider exactly as the
-sidecar chooses (`router_sidecar.egress_proxy.EgressProxies`), so a probe takes the path the
-sidecar's requests take.
+environment names (`LANEWAY_EGRESS_*`, else `HTTPS_PROXY`, `HTTP_PROXY`, `NO_PROXY`), chosen per
+provider exactly as the sidecar chooses (`router_sidecar.egress_proxy.EgressProxies`), so a probe
+takes the path the sidecar's requests take.
 """
 
 from __future__ import annotations

@@ -8,11 +8,12 @@ of its pods changed, and on a slow resync. Steps:
 2. on a CompileError: conditions say why, a Warning Event says it once, nothing else changes
    (the last good ConfigMap stays and sidecars keep serving it); no retry until an input
    changes, because retrying cannot fix a bad spec;
-3. otherwise write the ConfigMap (only when its text changed), the Role and RoleBinding that
-   let the policy's pods read it, then the status; Events for a new config version and for each
-   route whose active lane moved. When one of those names is taken by an object Laneway did not
-   make (`kube.NameTaken`), it is left alone and reported like a compile error; the next change
-   or resync tries again.
+3. otherwise write the Role and RoleBinding that let the policy's pods read the ConfigMap, the
+   ConfigMap (only when its text changed), then the status; Events for a new config version and
+   for each route whose active lane moved. When one of those names is taken by an object
+   Laneway did not make (`kube.NameTaken`), it is left alone and reported like a compile error
+   (nothing of this generation is written: the ConfigMap comes last); the next change or
+   resync tries again.
 
 API errors propagate to the caller, which retries with a delay.
 """
@@ -67,8 +68,9 @@ async def reconcile_policy(
 
     text = render_config(doc)
     try:
-        written = await ensure_config_map(rt.kube, policy, text, doc["version"])
+        # Access first: when a name is taken, nothing of this generation has been written.
         await ensure_config_access(rt.kube, policy, accounts)
+        written = await ensure_config_map(rt.kube, policy, text, doc["version"])
     except NameTaken as err:
         rt.metrics.reconciles.labels(KIND, "name_taken").inc()
         return await _report_failure(rt, policy, previous, err)

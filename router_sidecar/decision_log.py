@@ -259,17 +259,19 @@ def write_lines_to(lines: DecisionLines | None) -> None:
 
 def emit(record: DecisionRecord) -> None:
     """Write the record's line; skipped cheaply when the logger is off."""
-    if _lines is not None:
-        _lines.add(dumps(record.as_dict()) + b"\n")
-    elif log.isEnabledFor(logging.INFO):
-        log.info("%s", json.dumps(record.as_dict(), separators=(",", ":")))
+    if _lines is not None or log.isEnabledFor(logging.INFO):
+        _write(record.as_dict(), log)
 
 
 def emit_feedback(decision_id: str, outcome: str) -> None:
     """Write a `/v1/feedback` line, `{"decisionId": ..., "feedback": ...}`, where decision lines
     go (the logger `laneway.feedback` without a writer), so the two join on `decisionId`."""
-    line = {"decisionId": decision_id, "feedback": outcome}
+    _write({"decisionId": decision_id, "feedback": outcome}, feedback_log)
+
+
+def _write(line: dict[str, Any], logger: logging.Logger) -> None:
+    """One JSON line to the installed writer, else to `logger` at INFO."""
     if _lines is not None:
         _lines.add(dumps(line) + b"\n")
-    elif feedback_log.isEnabledFor(logging.INFO):
-        feedback_log.info("%s", json.dumps(line, separators=(",", ":")))
+    elif logger.isEnabledFor(logging.INFO):
+        logger.info("%s", json.dumps(line, separators=(",", ":")))

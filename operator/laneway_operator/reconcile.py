@@ -106,6 +106,8 @@ async def _report_failure(
 ) -> dict[str, Any]:
     meta = policy["metadata"]
     message = str(err)
+    compiled = isinstance(err, NameTaken)  # it compiled; writing its config was refused
+    reason = err.reason if compiled else "CompileFailed"
     status = failed_policy_status(
         previous,
         reason=err.reason,
@@ -113,7 +115,7 @@ async def _report_failure(
         config_map=config_map_name(meta["name"]),
         generation=meta.get("generation"),
         now=utc_now(),
-        ready_reason="CompileFailed" if isinstance(err, CompileError) else err.reason,
+        ready_reason=reason,
     )
     await _write_status(rt, policy, previous, status)
     before = find_condition(previous.get("conditions"), "Compiled") or {}
@@ -121,11 +123,10 @@ async def _report_failure(
         "False", err.reason, message
     ):
         return status  # already reported; a resync or a restart does not repeat it
-    what = "compile failed" if isinstance(err, CompileError) else "cannot write the config"
+    what = "cannot write the config" if compiled else "compile failed"
     log.warning("[%s/%s] %s (%s): %s; the last good config stays in place",
                 meta["namespace"], meta["name"], what, err.reason, message)
-    event_reason = "CompileFailed" if isinstance(err, CompileError) else err.reason
-    kopf.event(policy, type="Warning", reason=event_reason, message=_event_text(message))
+    kopf.event(policy, type="Warning", reason=reason, message=_event_text(message))
     return status
 
 

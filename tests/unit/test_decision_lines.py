@@ -145,8 +145,7 @@ async def test_a_reader_that_stops_reading_never_holds_up_the_caller(
         received += drain(read)
         await asyncio.sleep(0.001)
     received += drain(read)
-    assert received and received.count(b"\n") == len(received) // len(line)
-    assert received == line * (len(received) // len(line))
+    assert received and received == line * (len(received) // len(line))
     lines.add(b'{"n":"after"}\n')
     lines.flush()
     assert read_until(read, 14) == b'{"n":"after"}\n'

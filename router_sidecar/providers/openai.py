@@ -6,18 +6,18 @@ chunk so the router can count tokens and cost; that chunk is passed on only if t
 for it too. Called by `engine.py` through `router_sidecar.providers.adapter_for`.
 
 Streams are the sidecar's busiest path, so `OpenAIStream` passes the usual read (whole one-line
-`data: {...}` events) on as the bytes that arrived: each chunk is parsed, to know it is a JSON
-object, but only those that carry something (a finish reason, usage, an error) are read further.
+`data: {...}` events) on as the bytes that arrived: each chunk is checked to be a JSON object,
+reading out only the fields that make it notable (msgspec builds nothing else), and only those
+that carry something (a finish reason, usage, an error) are parsed whole and read further.
 Anything unusual in a read sends that read event by event through `feed`.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
-from itertools import repeat
 from typing import Any
 
-import orjson
+import msgspec
 
 from router_sidecar import fastjson
 from router_sidecar.config import Lane
@@ -72,10 +72,6 @@ def _call_chars(calls: Any) -> int:
 
 
 _DONE_EVENT = b"data: [DONE]\n\n"
-# orjson reads integers beyond 64 bits as floats where `json` keeps them exact, so `fastjson`
-# gives text with a run of 19 digits to `json`; `_as_fed` does the same for the chunks it reads.
-_DIGITS_AS_ZERO = bytes.maketrans(b"0123456789", b"0" * 10)
-_LONG_RUN = b"0" * 19
 # Chunks passed through whole are counted (see `OpenAIStream.output_chars`) once this many wait.
 _UNCOUNTED_LIMIT = 64
 
@@ -83,9 +79,9 @@ _UNCOUNTED_LIMIT = 64
 class OpenAIStream(StreamTranslator):
     """Pass OpenAI chunks through as they are, noting usage and the finish reason.
 
-    `read` takes the usual read, whole one-line `data: {...}` events, in one piece: it parses all
-    its chunks, passes the bytes on as they arrived and gives only the chunks that carry something
-    (`_is_notable`) to `_take`. Any other read goes event by event through `feed`, and so do the
+    `read` takes the usual read, whole one-line `data: {...}` events, in one piece: it checks all
+    its chunks (`_Chunk`), passes the bytes on as they arrived and gives only the chunks that
+    carry something to `_take`. Any other read goes event by event through `feed`, and so do the
     events left when the body ends.
     """
 
@@ -96,9 +92,10 @@ class OpenAIStream(StreamTranslator):
     @property
     def output_chars(self) -> int:
         """Characters of text and tool-call arguments so far. They matter only when no usage
-        arrives, so the chunks passed through whole are kept, parsed, and counted when asked."""
+        arrives, so the chunks passed through whole are kept as text and read when asked."""
         if self._uncounted:
-            for chunk in self._uncounted:
+            for text in self._uncounted:
+                chunk = fastjson.loads(text)
                 self._chars += _content_chars(chunk.get("choices"))
             self._uncounted = []
         return self._chars
@@ -106,7 +103,7 @@ class OpenAIStream(StreamTranslator):
     @output_chars.setter
     def output_chars(self, value: int) -> None:
         self._chars = value
-        self._uncounted: list[dict[str, Any]] = []
+        self._uncounted: list[bytes] = []
 
     def read(self, chunk: bytes) -> bytes:
         region = self.decoder.feed_blocks(chunk)
@@ -119,7 +116,7 @@ class OpenAIStream(StreamTranslator):
 
     def _pass_through(self, region: bytes) -> bytes | None:
         """The frames for the whole events from `SSEDecoder.feed_blocks` if each is one line
-        `data: <JSON object>` that orjson reads (the last may be `data: [DONE]`): the bytes as
+        `data: <JSON object>` of the usual shape (the last may be `data: [DONE]`): the bytes as
         they arrived, less the usage chunk the client did not ask for. None, having noted
         nothing, if not."""
         if not region.startswith(b"data: "):
@@ -127,19 +124,23 @@ class OpenAIStream(StreamTranslator):
         texts = region[6:-2].split(b"\n\ndata: ")
         if region.count(b"\n") != 2 * len(texts):
             return None  # an event of more than one line
+        # Bytes that `feed` would read as U+FFFD do not pass as they are.
+        if not region.isascii():
+            try:
+                region.decode()
+            except UnicodeDecodeError:
+                return None
         done = texts[-1] == b"[DONE]"
         body = texts[:-1] if done else texts
-        # orjson reads only valid UTF-8, so bytes that `feed` would read as U+FFFD do not pass
-        # as they are; an earlier [DONE], which is not JSON, takes the event-by-event path too.
+        # Each chunk is checked to be JSON (an earlier [DONE] is not) and an object; only the
+        # fields that make a chunk notable are read out of it.
         try:
-            chunks = list(map(orjson.loads, body))
-        except orjson.JSONDecodeError:
+            chunks = list(map(_read_chunk, body))
+        except msgspec.DecodeError:
             return None
-        if not all(map(isinstance, chunks, repeat(dict))):
-            return None
-        notable = [i for i, chunk in enumerate(chunks) if _is_notable(chunk)]
+        notable = _notable(chunks)
         if not notable:
-            self._uncount(chunks)
+            self._uncount(body)
             self.done = done
             return region  # every event as it came, [DONE] included
         frames = self._frames(body, chunks, notable)
@@ -148,33 +149,45 @@ class OpenAIStream(StreamTranslator):
             return frames + _DONE_EVENT
         return frames
 
-    def _frames(
-        self, texts: list[bytes], chunks: list[dict[str, Any]], notable: list[int]
-    ) -> bytes:
+    def _frames(self, texts: list[bytes], chunks: list[_Chunk], notable: list[int]) -> bytes:
         """The frames for the chunks with these `texts`: the `notable` ones (their places) from
-        `_take`, the others as they are."""
+        `_note`, the others as they are."""
         frames: list[bytes] = []
         start = 0
         try:
             for i in notable:
-                frames.append(self._pass(texts[start:i], chunks[start:i]))
-                frames.append(self._take(_as_fed(chunks[i], texts[i]), texts[i]))
+                frames.append(self._pass(texts[start:i]))
+                frames.append(self._note(chunks[i], texts[i]))
                 start = i + 1
         except StreamError as exc:
             exc.frames = b"".join(frames)
             raise
-        frames.append(self._pass(texts[start:], chunks[start:]))
+        frames.append(self._pass(texts[start:]))
         return b"".join(frames)
 
-    def _pass(self, texts: list[bytes], chunks: list[dict[str, Any]]) -> bytes:
+    def _note(self, chunk: _Chunk, text: bytes) -> bytes:
+        """`_take` for a chunk as `_pass_through` read it; its characters are counted later."""
+        if chunk.error is not msgspec.UNSET:
+            raise StreamError("the provider reported an error in the stream", fastjson.loads(text))
+        for choice in chunk.choices:
+            if choice.finish_reason:
+                self.finish_reason = choice.finish_reason
+        self._uncount([text])
+        if chunk.usage:
+            self.usage = _usage(chunk.usage)
+            if not chunk.choices and not self._include_usage:
+                return b""  # the usage-only chunk the router asked for, not the client
+        return b"data: " + text + b"\n\n"
+
+    def _pass(self, texts: list[bytes]) -> bytes:
         """The frames of chunks passed on as they are: their events, unchanged."""
         if not texts:
             return b""
-        self._uncount(chunks)
+        self._uncount(texts)
         return b"data: " + b"\n\ndata: ".join(texts) + b"\n\n"
 
-    def _uncount(self, chunks: list[dict[str, Any]]) -> None:
-        self._uncounted.extend(chunks)
+    def _uncount(self, texts: list[bytes]) -> None:
+        self._uncounted.extend(texts)
         if len(self._uncounted) > _UNCOUNTED_LIMIT:
             _ = self.output_chars  # counting them now keeps a long stream's memory bounded
 
@@ -219,26 +232,42 @@ class OpenAIStream(StreamTranslator):
         return b"data: " + data + b"\n\n"
 
 
-def _is_notable(chunk: dict[str, Any]) -> bool:
-    """Whether `_take` does more with the chunk than pass it on and count its characters."""
-    if "error" in chunk or chunk.get("usage"):
-        return True
-    choices = chunk.get("choices")
-    if isinstance(choices, list):
-        for choice in choices:
-            if isinstance(choice, dict) and choice.get("finish_reason"):
-                return True
-    return False
+class _Choice(msgspec.Struct):
+    finish_reason: Any = None
 
 
-def _as_fed(chunk: dict[str, Any], text: bytes) -> dict[str, Any]:
-    """`chunk`, read by orjson from `text`, as `feed` reads it: `fastjson.loads` gives text with
-    very long integers to `json`, which reads these bytes as it reads their decoded text (orjson
-    read them, so they are UTF-8 without a byte-order mark)."""
-    if _LONG_RUN in text.translate(_DIGITS_AS_ZERO):
-        parsed: dict[str, Any] = fastjson.loads(text)
-        return parsed
-    return chunk
+class _Chunk(msgspec.Struct):
+    """What `_pass_through` reads of a chunk: the fields that make it notable. The rest of the
+    chunk is checked to be JSON but never built into Python objects, which is what makes the
+    usual chunk cheap. A chunk of another shape (`choices` not a list of objects, say) fails to
+    decode and sends its read through `feed`, which reads anything."""
+
+    choices: list[_Choice] = []
+    usage: Any = None
+    error: Any = msgspec.UNSET
+
+
+_read_chunk = msgspec.json.Decoder(_Chunk).decode
+
+
+def _notable(chunks: list[_Chunk]) -> list[int]:
+    """The places of the chunks that `_note` does more with than pass them on and count their
+    characters: those with an error, usage or a finish reason (one comprehension, no call per
+    chunk: this runs for every read of every stream)."""
+    unset = msgspec.UNSET
+    return [
+        i
+        for i, c in enumerate(chunks)
+        if c.usage
+        or c.error is not unset
+        or (
+            c.choices
+            and (
+                c.choices[0].finish_reason
+                or (len(c.choices) > 1 and any([x.finish_reason for x in c.choices]))
+            )
+        )
+    ]
 
 
 class OpenAIAdapter(ProviderAdapter):

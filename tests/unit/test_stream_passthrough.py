@@ -361,6 +361,31 @@ def test_huge_integers_are_read_exactly_as_before() -> None:
     assert got.noted[:2] == (123456789012345678901, 4)
 
 
+# Chunks whose shape or numbers the pass-through's reader (`_Chunk`) takes differently from a
+# whole parse: each must reach the client and the records exactly as event by event.
+ODD_CHUNKS = [
+    event(b'{"id":"\xff","choices":[{"index":0,"delta":{"content":"x"}}]}'),  # not UTF-8, unread
+    event('{"choices":null}'),
+    event('{"choices":[1,{"index":0,"finish_reason":"stop"}]}'),
+    event('{"choices":[],"usage":null}'),
+    event('{"choices":[],"error":null}'),
+    event('{"created":123456789012345678901234567890,"choices":[]}'),
+    event('{"created":1e999,"choices":[{"index":0,"delta":{"content":"big"}}]}'),
+    event('{"choices":[{"index":0,"finish_reason":"stop"}],"choices":[]}'),
+    event('{"choices":[{"index":0,"finish_reason":7}]}'),
+    event('{"choices":[],"usage":{"prompt_tokens":1e400,"completion_tokens":2}}'),
+    event('{"choices":[],"usage":{"prompt_tokens":3,"completion_tokens":NaN}}'),
+]
+
+
+def test_chunks_the_quick_reader_takes_differently_are_served_as_event_by_event() -> None:
+    for odd in ODD_CHUNKS:
+        for reads in ([ROLE + odd + WORDS[0] + FINISH + DONE], [ROLE, odd, WORDS[0], DONE]):
+            for include_usage in (False, True):
+                assert_as_event_by_event(reads, include_usage=include_usage)
+                assert_translated_as_event_by_event(reads, include_usage=include_usage)
+
+
 # -- errors ------------------------------------------------------------------------------------
 
 
@@ -452,6 +477,7 @@ EVENTS = st.one_of(
             b'data: {"choices":\ndata: []}\n\n',
             b"\n\n",
             event(b'{"choices":[{"delta":{"content":"\xff"}}]}'),
+            *ODD_CHUNKS,
         ]
     ),
 )

@@ -230,7 +230,12 @@ def render_markdown(result: Mapping[str, Any]) -> str:
         f"{settings['rounds_done']} rounds, {settings['wrk_seconds']} s of wrk per "
         f"measurement at {settings['connections']} connections, up to "
         f"{settings['latency_requests']} sequential requests per latency measurement; "
-        f"upstream: {settings['upstream']}; {settings['mode']} run.",
+        f"upstream: {settings['upstream']}; {settings['mode']} run."
+        + (
+            f" Laneway and LiteLLM on {machine['proxies_python']}."
+            if "proxies_python" in machine
+            else ""
+        ),
         "",
         *table_rows(result["summary"]),
         "",

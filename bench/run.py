@@ -18,6 +18,7 @@ import os
 import platform
 import shutil
 import signal
+import subprocess
 import sys
 import tempfile
 import time
@@ -30,7 +31,8 @@ REPO = Path(__file__).resolve().parent.parent
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))  # `bench` is a folder of the repo, not an installed package
 
-from bench import client, loadgen, procs, report, servers  # noqa: E402
+from bench import client, interpreter, loadgen, procs, report, servers  # noqa: E402
+from bench.interpreter import Interpreter  # noqa: E402
 from bench.procs import Placement  # noqa: E402
 from bench.servers import Target, Upstream  # noqa: E402
 from bench.stats import summarise_latency  # noqa: E402
@@ -44,6 +46,7 @@ STARTERS: dict[str, Callable[..., Target]] = {
     "litellm": servers.start_litellm,
     "laneway": servers.start_laneway,
 }
+PYTHON_PROXIES = ("litellm", "laneway")  # run on the interpreter `interpreter.choose` picks
 NGINX_SATURATED_CPU = 80.0  # percent of its core; below this nginx waited on the load core
 
 
@@ -108,6 +111,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         default=-10 if os.geteuid() == 0 else 0,
         help="scheduling priority for the bench and every process it starts, so that other "
         "work on a shared machine disturbs the numbers less (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--python",
+        default=None,
+        help="the CPython (3.11+) that runs Laneway and LiteLLM (default: the fastest of this "
+        "one, /usr/local/bin/python3 and /usr/bin/python3; see bench/interpreter.py)",
     )
     parser.add_argument("--no-readme", action="store_true", help="leave bench/README.md alone")
     parser.add_argument("--keep-work", action="store_true", help="keep configs and logs")
@@ -234,6 +243,7 @@ class Bench:
     work: Path
     load: Placement
     proxy: Placement
+    interp: Interpreter
     upstream: Upstream | None = None
 
     def __post_init__(self) -> None:
@@ -249,9 +259,10 @@ class Bench:
         self.targets.append(servers.direct_target(self.upstream))
         for name in self.plan.targets:
             log.info("starting %s on core %s", name, self.proxy.cpu)
+            extra = {"interp": self.interp} if name in PYTHON_PROXIES else {}
             try:
-                target = STARTERS[name](self.upstream, place=self.proxy, work=self.work)
-            except (procs.StartError, OSError, ValueError) as exc:
+                target = STARTERS[name](self.upstream, place=self.proxy, work=self.work, **extra)
+            except (procs.StartError, OSError, ValueError, subprocess.CalledProcessError) as exc:
                 self._drop(name, f"it did not start: {exc}")
                 continue
             self.targets.append(target)
@@ -290,8 +301,12 @@ class Bench:
 
     def _measure(self, target: Target, number: int) -> None:
         waited = self.settle()
-        log.info("round %d: %s (after %.1fs for the other processes to go quiet)",
-                 number + 1, target.name, waited)
+        log.info(
+            "round %d: %s (after %.1fs for the other processes to go quiet)",
+            number + 1,
+            target.name,
+            waited,
+        )
         try:
             row = measure_round(target, self.plan, place=self.load, work=self.work)
         except (client.BadResponse, OSError, loadgen.WrkError) as exc:
@@ -302,8 +317,9 @@ class Bench:
         row["round"] = number + 1
         self.rounds.setdefault(target.name, []).append(row)
 
-    def settle(self, *, window_s: float = 0.2, quiet_pct: float = 2.0,
-               timeout_s: float = 30.0) -> float:
+    def settle(
+        self, *, window_s: float = 0.2, quiet_pct: float = 2.0, timeout_s: float = 30.0
+    ) -> float:
         """Wait until every started process is idle; the seconds waited.
 
         A proxy keeps working after wrk stops (LiteLLM finishes the requests it had queued for
@@ -364,6 +380,7 @@ def collect(bench: Bench, started: dt.datetime, load_start: str) -> dict[str, An
             "load_start": load_start,
             "load_end": load_average(),
             "python": platform.python_version(),
+            "proxies_python": bench.interp.describe(),
             "cores": {"load": bench.load.cpu, "proxy": bench.proxy.cpu},
         },
         "settings": {
@@ -411,7 +428,10 @@ def main(argv: list[str] | None = None) -> int:
         os.sched_setaffinity(0, {load.cpu})  # this process is the one-connection client
     started, load_start = dt.datetime.now(dt.UTC), load_average()
     work = Path(tempfile.mkdtemp(prefix="laneway-bench-"))
-    bench = Bench(plan, work, load, proxy)
+    interp = interpreter.choose(args.python)
+    if any(name in PYTHON_PROXIES for name in plan.targets):
+        log.info("Laneway and LiteLLM run on %s", interp.describe())
+    bench = Bench(plan, work, load, proxy, interp)
     try:
         with procs.prioritised(plan.nice):
             bench.start()

@@ -17,12 +17,12 @@ from __future__ import annotations
 import json
 import logging
 import os
-import subprocess
 import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from bench import payloads
+from bench import interpreter, payloads
+from bench.interpreter import Interpreter
 from bench.procs import (
     Placement,
     Proc,
@@ -36,7 +36,6 @@ log = logging.getLogger(__name__)
 
 REPO = Path(__file__).resolve().parent.parent
 LITELLM_VERSION = "1.106.12"
-LITELLM_VENV = Path.home() / ".cache" / "laneway" / "bench" / "litellm-venv"
 
 
 @dataclass
@@ -190,19 +189,12 @@ def start_nginx(upstream: Upstream, *, place: Placement, work: Path) -> Target:
 # LiteLLM, in its own virtualenv outside the repo.
 
 
-def ensure_litellm() -> Path:
-    """The `litellm` command of the pinned version, installing it into its own venv if needed."""
-    binary = LITELLM_VENV / "bin" / "litellm"
-    stamp = LITELLM_VENV / f".installed-{LITELLM_VERSION}"
-    if binary.exists() and stamp.exists():
-        return binary
-    log.info("installing litellm[proxy]==%s into %s (once)", LITELLM_VERSION, LITELLM_VENV)
-    if not (LITELLM_VENV / "bin" / "python").exists():
-        subprocess.run([sys.executable, "-m", "venv", str(LITELLM_VENV)], check=True)
-    pip = [str(LITELLM_VENV / "bin" / "python"), "-m", "pip", "install", "--quiet"]
-    subprocess.run([*pip, f"litellm[proxy]=={LITELLM_VERSION}"], check=True)
-    stamp.touch()
-    return binary
+def ensure_litellm(interp: Interpreter) -> Path:
+    """The `litellm` command of the pinned version, in its own venv of `interp` (made once)."""
+    python = interpreter.venv(
+        interp, "litellm", [f"litellm[proxy]=={LITELLM_VERSION}"], stamp=LITELLM_VERSION
+    )
+    return python.parent / "litellm"
 
 
 def litellm_config(plain_url: str, stream_url: str) -> dict[str, object]:
@@ -263,8 +255,10 @@ def litellm_env() -> dict[str, str]:
     return env
 
 
-def start_litellm(upstream: Upstream, *, place: Placement, work: Path) -> Target:
-    binary = ensure_litellm()
+def start_litellm(
+    upstream: Upstream, *, place: Placement, work: Path, interp: Interpreter
+) -> Target:
+    binary = ensure_litellm(interp)
     port = free_port()
     conf_path = work / "litellm.json"
     config = litellm_config(upstream.base_url(stream=False), upstream.base_url(stream=True))
@@ -330,7 +324,9 @@ def laneway_config(plain_url: str, stream_url: str) -> dict[str, object]:
     return doc
 
 
-def start_laneway(upstream: Upstream, *, place: Placement, work: Path) -> Target:
+def start_laneway(
+    upstream: Upstream, *, place: Placement, work: Path, interp: Interpreter
+) -> Target:
     port = free_port()
     conf_path = work / "laneway-config.json"
     config = laneway_config(upstream.base_url(stream=False), upstream.base_url(stream=True))
@@ -338,7 +334,7 @@ def start_laneway(upstream: Upstream, *, place: Placement, work: Path) -> Target
     secrets = work / "laneway-secrets"
     secrets.mkdir(exist_ok=True)
     # The default log level (INFO): one decision line per request, as in production.
-    argv = [sys.executable, "-m", "laneway", "serve"]
+    argv = [interpreter.laneway_python(interp), "-m", "laneway", "serve"]
     argv += ["--config", str(conf_path), "--host", "127.0.0.1", "--port", str(port)]
     argv += ["--secrets-dir", str(secrets)]
     proc = start("laneway", argv, place=place, log_dir=work, cwd=REPO)

@@ -8,10 +8,12 @@ rounds, each round's proxy paired with the direct upstream measured in that same
 from __future__ import annotations
 
 import json
+import sys
+from pathlib import Path
 
 import pytest
 
-from bench import loadgen, payloads, report, servers, stats
+from bench import interpreter, loadgen, payloads, report, servers, stats
 from router_sidecar.config import parse_config
 
 
@@ -139,13 +141,19 @@ def test_limits_hold_at_equality_only_where_the_target_says_at_most() -> None:
     ]
 
 
-def _result() -> dict[str, object]:
+def _result(**machine: str) -> dict[str, object]:
     rounds = _rounds()
     summary = report.summarise(rounds, {"laneway": 45.0, "nginx": 14.0, "litellm": 370.0})
     ratio = report.ratios(rounds)
     return {
         "date": "2026-01-02 03:04 UTC",
-        "machine": {"nproc": 2, "cpu_model": "Test CPU", "load_start": "0.1", "load_end": "0.2"},
+        "machine": {
+            "nproc": 2,
+            "cpu_model": "Test CPU",
+            "load_start": "0.1",
+            "load_end": "0.2",
+            **machine,
+        },
         "settings": {
             "rounds_done": 2,
             "wrk_seconds": 5,
@@ -177,6 +185,9 @@ def test_markdown_has_a_row_per_target_the_ratios_and_every_verdict() -> None:
     assert "| Laneway | 291 µs | 501 µs |" in text
     assert text.count("**PASS**") == 5 and text.count("**FAIL**") == 1
     assert "Test CPU" in text and "A note." in text
+    assert "Laneway and LiteLLM on" not in text
+    named = report.render_markdown(_result(proxies_python="CPython 3.11.2 (/usr/bin/python3)"))
+    assert "Laneway and LiteLLM on CPython 3.11.2 (/usr/bin/python3)." in named
 
 
 def test_json_result_carries_the_verdicts() -> None:
@@ -276,3 +287,49 @@ def test_hotpath_times_every_stage_through_the_servers_own_request_path(
         assert results[stage] > 0, stage
     assert results["request, end to end"] > results["decide"]
     assert results["stream request, end to end"] > results["stream translator"]
+
+
+# ---------------------------------------------------------------------------------------------
+# The interpreter the Python proxies run on.
+
+
+def _fake_python(tmp_path: Path, name: str, version: str, loop_s: float) -> str:
+    """An executable that answers `interpreter`'s two probes as a CPython of `version` whose
+    calibration loop takes `loop_s`."""
+    path = tmp_path / name
+    path.write_text(
+        "#!/bin/sh\n"
+        'case "$2" in *python_implementation*) echo "CPython True ' + version + '";;\n'
+        f'  *) echo "{loop_s}";; esac\n'
+    )
+    path.chmod(0o755)
+    return str(path)
+
+
+def test_the_proxies_run_on_the_clearly_fastest_cpython_found(tmp_path: Path) -> None:
+    fast = _fake_python(tmp_path, "fast", "3.11.2", 1e-9)
+    missing = str(tmp_path / "missing")
+    chosen = interpreter.choose(None, candidates=[missing, fast])
+    assert (chosen.path, chosen.version, chosen.own) == (fast, "3.11.2", False)
+    assert chosen.speed > 1000 and "3.11.2" in chosen.describe()
+
+
+def test_an_interpreter_no_faster_than_the_benchmarks_own_is_not_chosen(tmp_path: Path) -> None:
+    slow = _fake_python(tmp_path, "slow", "3.12.0", 60.0)
+    chosen = interpreter.choose(None, candidates=[slow, sys.executable])
+    assert (chosen.path, chosen.own) == (sys.executable, True)
+    assert interpreter.laneway_python(chosen) == sys.executable
+
+
+def test_an_old_or_other_python_is_skipped_and_refused_when_named(tmp_path: Path) -> None:
+    other = tmp_path / "other"
+    other.write_text('#!/bin/sh\necho "PyPy True 3.11.0"\n')
+    other.chmod(0o755)
+    old = tmp_path / "old"
+    old.write_text('#!/bin/sh\necho "CPython False 3.9.18"\n')
+    old.chmod(0o755)
+    assert interpreter.choose(None, candidates=[str(other), str(old)]).own
+    with pytest.raises(SystemExit, match=r"not a CPython 3\.11 or newer"):
+        interpreter.choose(str(old))
+    named = interpreter.choose(_fake_python(tmp_path, "named", "3.13.0", 60.0))
+    assert (named.version, named.own) == ("3.13.0", False)  # named: used even if slower

@@ -153,4 +153,6 @@ def laneway_python(interp: Interpreter) -> str:
     pins = (REPO / "pyproject.toml").read_bytes() + (REPO / "constraints.txt").read_bytes()
     stamp = hashlib.sha256(pins).hexdigest()[:12]
     packages = ["-c", str(REPO / "constraints.txt"), "-e", str(REPO)]
-    return str(venv(interp, "laneway", packages, stamp))
+    # One venv per checkout: an editable install points at one source tree.
+    checkout = hashlib.sha256(str(REPO).encode()).hexdigest()[:8]
+    return str(venv(interp, f"laneway-{checkout}", packages, stamp))

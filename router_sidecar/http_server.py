@@ -63,6 +63,8 @@ _REASONS = {
 }
 _CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
 _LAST_CHUNK = b"0\r\n\r\n"
+_DATA_CHUNK = b"%s%x\r\n%s\r\n"
+_LAST_DATA_CHUNK = _DATA_CHUNK + _LAST_CHUNK
 
 
 class Request:
@@ -172,19 +174,17 @@ class Stream:
         self.ended = False
 
     def _frame(self, data: bytes, last: bool) -> bytes:
-        out = b""
+        head = b""
         if not self._started:
             self._started = True
             framing = "Transfer-Encoding: chunked\r\n" if self._chunked else ""
-            out = _head(self._status, self._headers, framing, self._conn.closing)
-        if self._chunked:
-            if data:
-                out += b"%x\r\n%s\r\n" % (len(data), data)
-            if last:
-                out += _LAST_CHUNK
-        else:
-            out += data
-        return out
+            head = _head(self._status, self._headers, framing, self._conn.closing)
+        if not self._chunked:
+            return head + data
+        if not data:
+            return head + _LAST_CHUNK if last else head
+        # One copy of the data, with its chunk's size line and (at the end) the last chunk.
+        return (_LAST_DATA_CHUNK if last else _DATA_CHUNK) % (head, len(data), data)
 
     async def write(self, data: bytes, *, last: bool = False) -> None:
         if self.ended:

@@ -341,7 +341,7 @@ async def _serve_stream(
             rec.outcome = m.OK
         except StreamBroken:
             rec.outcome = m.FAILED
-        if sink.response is not None:
+        if sink.response is not None and not sink.response.ended:
             await sink.response.end()
     except ConnectionResetError:  # the client went away, perhaps just before the stream's end
         rec.outcome, rec.status = m.CANCELLED, 499

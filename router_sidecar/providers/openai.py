@@ -138,53 +138,34 @@ class OpenAIStream(StreamTranslator):
             chunks = list(map(_read_chunk, body))
         except msgspec.DecodeError:
             return None
-        notable = _notable(chunks)
-        if not notable:
-            self._uncount(body)
-            self.done = done
-            return region  # every event as it came, [DONE] included
-        frames = self._frames(body, chunks, notable)
-        if done:
-            self.done = True
-            return frames + _DONE_EVENT
-        return frames
+        dropped: list[int] = []
+        for i in _notable(chunks):
+            try:
+                keep = self._note(chunks[i], body[i])
+            except StreamError as exc:
+                self._uncount(body[:i])
+                exc.frames = _without(region, body, dropped, i)
+                raise
+            if not keep:
+                dropped.append(i)
+        self._uncount(body)
+        self.done = done
+        # Every event as it came, [DONE] included, less the usage chunks nobody asked for.
+        return _without(region, body, dropped) if dropped else region
 
-    def _frames(self, texts: list[bytes], chunks: list[_Chunk], notable: list[int]) -> bytes:
-        """The frames for the chunks with these `texts`: the `notable` ones (their places) from
-        `_note`, the others as they are."""
-        frames: list[bytes] = []
-        start = 0
-        try:
-            for i in notable:
-                frames.append(self._pass(texts[start:i]))
-                frames.append(self._note(chunks[i], texts[i]))
-                start = i + 1
-        except StreamError as exc:
-            exc.frames = b"".join(frames)
-            raise
-        frames.append(self._pass(texts[start:]))
-        return b"".join(frames)
-
-    def _note(self, chunk: _Chunk, text: bytes) -> bytes:
-        """`_take` for a chunk as `_pass_through` read it; its characters are counted later."""
+    def _note(self, chunk: _Chunk, text: bytes) -> bool:
+        """`_take` for a notable chunk as `_pass_through` read it (`text` is its JSON): whether
+        its event goes on to the client. Its characters are counted with the others."""
         if chunk.error is not msgspec.UNSET:
             raise StreamError("the provider reported an error in the stream", fastjson.loads(text))
         for choice in chunk.choices:
             if choice.finish_reason:
                 self.finish_reason = choice.finish_reason
-        self._uncount([text])
         if chunk.usage:
             self.usage = _usage(chunk.usage)
-            if not chunk.choices and not self._include_usage:
-                return b""  # the usage-only chunk the router asked for, not the client
-        return b"data: " + text + b"\n\n"
-
-    def _pass(self, texts: list[bytes]) -> bytes:
-        """The frames of chunks passed on as they are: their events, unchanged."""
-        if not texts:
-            return b""
-        self._uncount(texts)
-        return b"data: " + b"\n\ndata: ".join(texts) + b"\n\n"
+            # The usage-only chunk the router asked for, not the client, stays here.
+            return bool(chunk.choices) or self._include_usage
+        return True
 
     def _uncount(self, texts: list[bytes]) -> None:
         self._uncounted.extend(texts)
@@ -268,6 +249,20 @@ def _notable(chunks: list[_Chunk]) -> list[int]:
             )
         )
     ]
+
+
+def _without(region: bytes, texts: list[bytes], dropped: list[int], end: int = -1) -> bytes:
+    """The events of `region` (`data: <text>\\n\\n` for each of `texts`, then perhaps
+    `data: [DONE]\\n\\n`) less the `dropped` ones; only those before event `end` if given."""
+    pieces: list[bytes] = []
+    start = 0
+    for i in dropped:
+        at = sum(map(len, texts[:i])) + 8 * i  # "data: " and the blank line: 8 bytes each
+        pieces.append(region[start:at])
+        start = at + len(texts[i]) + 8
+    stop = len(region) if end < 0 else sum(map(len, texts[:end])) + 8 * end
+    pieces.append(region[start:stop])
+    return b"".join(pieces)
 
 
 class OpenAIAdapter(ProviderAdapter):

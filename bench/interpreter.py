@@ -78,9 +78,9 @@ class Interpreter:
 
 def _probe(python: str) -> tuple[str, float] | None:
     """(version, seconds for the calibration loop) or None if `python` is not a usable CPython
-    of at least MIN_VERSION."""
+    of at least MIN_VERSION (one that can make a virtualenv with pip, too)."""
     check = (
-        "import sys, platform; "
+        "import sys, platform, venv, ensurepip; "
         f"print(platform.python_implementation(), sys.version_info >= {MIN_VERSION!r}, "
         "platform.python_version())"
     )

@@ -176,7 +176,7 @@ class Connection(asyncio.Protocol):
             self._framing = _CHUNKED
         elif "content-length" in headers:
             length = headers["content-length"]
-            if not length.isdigit():
+            if not (length.isascii() and length.isdigit()):  # "²" is a digit to isdigit only
                 raise BrokenResponse(f"bad Content-Length {length[:20]!r}")
             self._framing, self._remaining = _LENGTH, int(length)
             if self._remaining == 0:

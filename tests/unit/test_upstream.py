@@ -270,6 +270,40 @@ async def test_bytes_that_are_not_http_are_a_server_error() -> None:
     client.close()
 
 
+async def test_unusual_header_lines_frame_the_body_as_usual_and_bad_ones_fail() -> None:
+    heads = [
+        ["Content-Length : 2"],  # whitespace before the colon
+        ["X-Trace: a", " Content-Length: 2"],  # a line that starts with whitespace
+        ["content-length:2", "Content-Length: 99"],  # the first of repeated fields counts
+        ["CONTENT-LENGTH:\t2 ", "Connection: Keep-Alive"],
+        ["X-Caf\xe9: 1", "Content-Length: 2"],  # a name that is not a token
+    ]
+    bad = {
+        "malformed header line": ["Content-Length: 2", "no colon here"],
+        "bad Content-Length": ["Content-Length: \xb2"],  # a digit to str.isdigit, not to int
+    }
+
+    def answering(headers: list[str]) -> Callable[[Server, Reader, Writer], Awaitable[None]]:
+        async def answer(server: Server, reader: Reader, writer: Writer) -> None:
+            await server.read_request(reader)
+            writer.write(reply("200 OK", headers, b"{}").decode().encode("latin-1"))
+            await writer.drain()
+            await reader.read()
+
+        return answer
+
+    client = Upstreams()
+    for headers in heads:
+        async with serving(answering(headers)) as (_, url):
+            resp = await post(client, url)
+            assert (resp.status, await resp.read()) == (200, b"{}"), headers
+    for message, headers in bad.items():
+        async with serving(answering(headers)) as (_, url):
+            with pytest.raises(BrokenResponse, match=message):
+                await post(client, url)
+    client.close()
+
+
 async def test_a_refused_connection_is_a_connection_error() -> None:
     async with serving(keep_answering) as (_, url):
         pass  # the port is free again
@@ -420,3 +454,4 @@ async def test_https_providers_are_verified_with_the_given_trust() -> None:
         client.close()
         with pytest.raises(ConnectFailed):
             await post(Upstreams(tls=ssl.create_default_context()), url)
+

@@ -18,7 +18,9 @@ lane per request kind, validated by `router_sidecar.config.parse_config`) and th
   `DecisionRecord` and `Run`, the decision's count, the remembered decision id, the request's
   metrics, and `emit` writing the decision line as `laneway serve` does (to /dev/null here).
 - `upstream client`: `Upstreams.post` and `Response.read` over a connection whose transport
-  answers at once with the static upstream's bytes (request bytes out, response parsed).
+  answers at once with the static upstream's bytes (request bytes out, response parsed). The
+  request leaves at the end of the loop's turn (`router_sidecar/outbox.py`), so this and the
+  stages that contain it include one more turn of the loop than a busy sidecar pays for.
 - `engine.complete`: `Engine.complete` for one request over that connection: lane guards, the
   provider request and answer, the checks, retries' bookkeeping, tokens and cost.
 - `request, end to end`: `server.chat_completions` itself, given the request as the HTTP layer

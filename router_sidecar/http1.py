@@ -297,7 +297,7 @@ class Connection(asyncio.Protocol):
         self._deadline = deadline
         self._timer = self._loop.call_at(deadline if early is None else early, self.time_out)
         assert self.transport is not None
-        self.transport.write(data)
+        self.pool.outbox.write(self.transport, data)
 
     def lift_early_deadline(self) -> None:
         timer = self._timer

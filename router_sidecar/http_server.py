@@ -33,6 +33,8 @@ from typing import cast
 
 import httptools
 
+from router_sidecar.outbox import Outbox, outbox_for
+
 log = logging.getLogger(__name__)
 
 MAX_HEAD_BYTES = 64 * 1024
@@ -306,7 +308,7 @@ class _Connection(asyncio.Protocol):
             self._too_large()
             return
         if self._headers.get("expect", "").lower() == "100-continue" and self.transport:
-            self.transport.write(_CONTINUE)
+            self.server.outbox.write(self.transport, _CONTINUE)
 
     def on_body(self, body: bytes) -> None:
         if self._skipping:
@@ -372,6 +374,7 @@ class _Connection(asyncio.Protocol):
                 if self._skipping:
                     self._linger()
                 elif self.closing or self.server.stopping:
+                    self.server.outbox.flush()  # the last answer first
                     self.transport.close()
                 else:
                     self.idle_since = time.monotonic()
@@ -384,6 +387,7 @@ class _Connection(asyncio.Protocol):
         transport = self.transport
         if transport is None:
             return
+        self.server.outbox.flush()  # the answer before the end of our side
         if transport.can_write_eof():
             transport.write_eof()
         loop = self.server.loop or asyncio.get_running_loop()
@@ -418,13 +422,13 @@ class _Connection(asyncio.Protocol):
         head = _head(answer.status, answer.headers, f"Content-Length: {len(body)}\r\n", close)
         if request.method != "HEAD" and body:
             head += body
-        self.transport.write(head)
+        self.server.outbox.write(self.transport, head)
 
     async def send(self, data: bytes) -> None:
         transport = self.transport
         if transport is None or transport.is_closing():
             raise ConnectionResetError("the client closed the connection")
-        transport.write(data)
+        self.server.outbox.write(transport, data)
         if self.drain is not None:
             await self.drain
 
@@ -452,10 +456,12 @@ class _Connection(asyncio.Protocol):
 
     def close_if_idle(self) -> None:
         if self.task is None and self.transport is not None:
+            self.server.outbox.flush()
             self.transport.close()
 
     def abort(self) -> None:
         if self.transport is not None:
+            self.server.outbox.flush()
             self.transport.abort()
 
 
@@ -483,10 +489,12 @@ class HttpServer:
         self._server: asyncio.base_events.Server | None = None
         self._sweeper: asyncio.Task[None] | None = None
         self.loop: asyncio.AbstractEventLoop | None = None
+        self.outbox = Outbox()  # its loop's own from `serve` on
 
     async def serve(self, host: str, port: int) -> list[tuple[str, int]]:
         """Listen on host:port (port 0 picks a free one); the addresses listened on."""
         loop = self.loop = asyncio.get_running_loop()
+        self.outbox = outbox_for(loop)
         if self.idle_timeout_s > 0:
             self._sweeper = loop.create_task(self._sweep(), name="http-idle-sweep")
         self._server = await loop.create_server(

@@ -47,6 +47,7 @@ from urllib.parse import unquote, urlsplit
 
 from router_sidecar.egress_proxy import EgressProxies, Proxy, TunnelAnswer, bracketed, tunnel_status
 from router_sidecar.http1 import Connection, Response
+from router_sidecar.outbox import outbox_for
 from router_sidecar.upstream_errors import (
     BrokenResponse,
     ConnectFailed,
@@ -95,6 +96,7 @@ class _Pool:
         self.idle: list[Connection] = []
         self.in_use = 0
         self._queue: deque[asyncio.Future[None]] = deque()
+        self.outbox = outbox_for(loop)  # requests leave at the end of the loop's turn
 
     async def acquire(self, connect_s: float, deadline: float) -> Connection:
         """A connection, new or idle; waits (until `deadline`) while `limit` are in use."""

@@ -1,0 +1,64 @@
+"""Writes made during one turn of the event loop leave together at its end, in order, and none
+is lost to a close: what `router_sidecar.outbox` promises the HTTP layers."""
+
+from __future__ import annotations
+
+import asyncio
+import gc
+import weakref
+
+from router_sidecar.outbox import Outbox, outbox_for
+
+
+class Transport:
+    def __init__(self, log: list[tuple[str, bytes]], name: str) -> None:
+        self.log, self.name = log, name
+        self.closing = False
+
+    def write(self, data: bytes) -> None:
+        self.log.append((self.name, data))
+
+    def is_closing(self) -> bool:
+        return self.closing
+
+
+async def test_writes_of_one_turn_leave_together_at_its_end_in_order() -> None:
+    sent: list[tuple[str, bytes]] = []
+    a, b = Transport(sent, "a"), Transport(sent, "b")
+    box = Outbox()
+    box.write(a, b"1")
+    box.write(b, b"2")
+    box.write(a, b"3")
+    assert sent == []  # nothing during the turn
+    await asyncio.sleep(0)
+    assert sent == [("a", b"1"), ("b", b"2"), ("a", b"3")]
+    box.write(b, b"4")  # a later turn gets a flush of its own
+    await asyncio.sleep(0)
+    assert sent[-1] == ("b", b"4")
+
+
+async def test_flush_sends_at_once_and_a_closed_transport_is_skipped() -> None:
+    sent: list[tuple[str, bytes]] = []
+    open_, closed = Transport(sent, "open"), Transport(sent, "closed")
+    box = Outbox()
+    box.write(closed, b"lost with its connection")
+    box.write(open_, b"kept")
+    closed.closing = True
+    box.flush()
+    assert sent == [("open", b"kept")]
+    await asyncio.sleep(0)  # the scheduled flush finds nothing left
+    assert sent == [("open", b"kept")]
+
+
+def test_each_loop_has_one_outbox_which_does_not_keep_the_loop_alive() -> None:
+    loop, other = asyncio.new_event_loop(), asyncio.new_event_loop()
+    try:
+        assert outbox_for(loop) is outbox_for(loop)
+        assert outbox_for(loop) is not outbox_for(other)
+    finally:
+        loop.close()
+        other.close()
+    gone = weakref.ref(loop)
+    del loop
+    gc.collect()
+    assert gone() is None

@@ -5,9 +5,9 @@ another CPU the wake-up costs the writer several microseconds (an inter-processo
 virtual-machine exit on most cloud nodes), as much as a third of a request's whole cost. Under
 load one turn of the sidecar's loop answers several requests and sends several provider
 requests: sent together at the end of the turn, a peer woken by the first write is still awake
-for the next ones. In `make bench` that is 9 % more streaming and 14 % more non-streaming
-requests per second. With one request in flight a turn holds one write, and it leaves a few
-microseconds later than it would have.
+for the next ones. On the benchmark machine that is 14 to 16 % more requests per second in
+interleaved runs (bench/README.md). With one request in flight a turn holds one write, and it
+leaves a few microseconds later than it would have.
 
 `http_server.py` (answers to clients) and `http1.py` (requests to providers) write through the
 `Outbox` of their loop. Writes to one transport keep their order; whoever closes, half-closes

@@ -17,14 +17,19 @@ or aborts a transport flushes the outbox first, so nothing written before is los
 from __future__ import annotations
 
 import asyncio
+import logging
 import weakref
 from typing import Protocol
+
+log = logging.getLogger(__name__)
 
 
 class Writable(Protocol):
     def write(self, data: bytes) -> None: ...
 
     def is_closing(self) -> bool: ...
+
+    def abort(self) -> None: ...
 
 
 class Outbox:
@@ -44,12 +49,19 @@ class Outbox:
             asyncio.get_running_loop().call_soon(self.flush)
 
     def flush(self) -> None:
-        """Send everything pending now (transports closed meanwhile are skipped)."""
+        """Send everything pending now (transports closed meanwhile are skipped). A transport
+        that refuses a write is aborted, so its reader fails at once; the others still get
+        theirs."""
         self._scheduled = False
         pending, self._pending = self._pending, []
         for transport, data in pending:
-            if not transport.is_closing():
+            if transport.is_closing():
+                continue
+            try:
                 transport.write(data)
+            except Exception as exc:  # one broken transport must not stop the others
+                log.debug("Dropping a connection whose transport refused a write: %r", exc)
+                transport.abort()
 
 
 _OUTBOXES: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Outbox] = (

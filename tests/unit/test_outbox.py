@@ -14,9 +14,15 @@ class Transport:
     def __init__(self, log: list[tuple[str, bytes]], name: str) -> None:
         self.log, self.name = log, name
         self.closing = False
+        self.refuse = False
 
     def write(self, data: bytes) -> None:
+        if self.refuse:
+            raise RuntimeError("the transport is broken")
         self.log.append((self.name, data))
+
+    def abort(self) -> None:
+        self.closing = True
 
     def is_closing(self) -> bool:
         return self.closing
@@ -48,6 +54,17 @@ async def test_flush_sends_at_once_and_a_closed_transport_is_skipped() -> None:
     assert sent == [("open", b"kept")]
     await asyncio.sleep(0)  # the scheduled flush finds nothing left
     assert sent == [("open", b"kept")]
+
+
+async def test_a_transport_that_refuses_a_write_is_aborted_and_the_others_still_written() -> None:
+    sent: list[tuple[str, bytes]] = []
+    broken, fine = Transport(sent, "broken"), Transport(sent, "fine")
+    broken.refuse = True
+    box = Outbox()
+    box.write(broken, b"x")
+    box.write(fine, b"y")
+    await asyncio.sleep(0)
+    assert sent == [("fine", b"y")] and broken.closing
 
 
 def test_each_loop_has_one_outbox_which_does_not_keep_the_loop_alive() -> None:

@@ -6,9 +6,9 @@ chunk so the router can count tokens and cost; that chunk is passed on only if t
 for it too. Called by `engine.py` through `router_sidecar.providers.adapter_for`.
 
 Streams are the sidecar's busiest path, so `OpenAIStream` passes the usual read (whole one-line
-`data: {...}` events) on as the bytes that arrived: each chunk is checked to be a JSON object,
-reading out only the fields that make it notable (msgspec builds nothing else), and only those
-that carry something (a finish reason, usage, an error) are parsed whole and read further.
+`data: {...}` events) on as the bytes that arrived: each chunk is checked to be a JSON object
+and only its finish reason, usage and error are read out of it (msgspec builds nothing else);
+the chunks that carry one of those are noted, and a usage chunk nobody asked for is cut out.
 Anything unusual in a read sends that read event by event through `feed`.
 """
 
@@ -80,9 +80,9 @@ class OpenAIStream(StreamTranslator):
     """Pass OpenAI chunks through as they are, noting usage and the finish reason.
 
     `read` takes the usual read, whole one-line `data: {...}` events, in one piece: it checks all
-    its chunks (`_Chunk`), passes the bytes on as they arrived and gives only the chunks that
-    carry something to `_take`. Any other read goes event by event through `feed`, and so do the
-    events left when the body ends.
+    its chunks (`_Chunk`), passes the bytes on as they arrived and notes only the chunks that
+    carry something (`_note`, which reads them as `_take` does). Any other read goes event by
+    event through `feed`, and so do the events left when the body ends.
     """
 
     def __init__(self, include_usage: bool) -> None:

@@ -28,10 +28,14 @@ class Transport:
         return self.closing
 
 
-async def test_writes_of_one_turn_leave_together_at_its_end_in_order() -> None:
+def transports(*names: str) -> tuple[list[tuple[str, bytes]], Outbox, list[Transport]]:
+    """A fresh outbox and transports of these names that log their writes to one list."""
     sent: list[tuple[str, bytes]] = []
-    a, b = Transport(sent, "a"), Transport(sent, "b")
-    box = Outbox()
+    return sent, Outbox(), [Transport(sent, name) for name in names]
+
+
+async def test_writes_of_one_turn_leave_together_at_its_end_in_order() -> None:
+    sent, box, (a, b) = transports("a", "b")
     box.write(a, b"1")
     box.write(b, b"2")
     box.write(a, b"3")
@@ -44,9 +48,7 @@ async def test_writes_of_one_turn_leave_together_at_its_end_in_order() -> None:
 
 
 async def test_flush_sends_at_once_and_a_closed_transport_is_skipped() -> None:
-    sent: list[tuple[str, bytes]] = []
-    open_, closed = Transport(sent, "open"), Transport(sent, "closed")
-    box = Outbox()
+    sent, box, (open_, closed) = transports("open", "closed")
     box.write(closed, b"lost with its connection")
     box.write(open_, b"kept")
     closed.closing = True
@@ -57,10 +59,8 @@ async def test_flush_sends_at_once_and_a_closed_transport_is_skipped() -> None:
 
 
 async def test_a_transport_that_refuses_a_write_is_aborted_and_the_others_still_written() -> None:
-    sent: list[tuple[str, bytes]] = []
-    broken, fine = Transport(sent, "broken"), Transport(sent, "fine")
+    sent, box, (broken, fine) = transports("broken", "fine")
     broken.refuse = True
-    box = Outbox()
     box.write(broken, b"x")
     box.write(fine, b"y")
     await asyncio.sleep(0)

@@ -111,9 +111,10 @@ def choose(requested: str | None, candidates: Sequence[str] = CANDIDATES) -> Int
             raise SystemExit(f"--python {requested}: not a CPython {least} or newer")
         return Interpreter(requested, probed[0], own[1] / probed[1], own=False)
     best = Interpreter(sys.executable, own[0], 1.0, own=True)
+    ours = {os.path.realpath(p) for p in (sys.executable, getattr(sys, "_base_executable", ""))}
     for path in candidates:
-        if not os.access(path, os.X_OK):
-            continue
+        if not os.access(path, os.X_OK) or os.path.realpath(path) in ours:
+            continue  # missing, or the benchmark's own under another name
         probed = _probe(path)
         if probed is None:
             continue

@@ -2,11 +2,12 @@
 
 `EgressProxies` reads the settings once (`egress_settings`: Laneway's own `LANEWAY_EGRESS_*`
 variables when any is set, else `HTTPS_PROXY`/`HTTP_PROXY`/`NO_PROXY` or their lower-case forms)
-and names the `Proxy`, or none, for each provider host: `upstream.Upstreams` asks it once per pool,
-the operator's health probes once per probe. `upstream._Pool` opens CONNECT tunnels with
-`Proxy.connect_request`, reads the answer with `TunnelAnswer` and judges it with `tunnel_status`;
-forward-proxied http:// requests use `Proxy.auth` and `bracketed`. Credentials never appear in a
-log line or an error message.
+and names the `Proxy`, or none, for each provider host: `upstream.Upstreams` asks it once per pool
+(and `current` for the credentials at each new connection), the operator's health probes once per
+probe. Credentials from a mounted Secret are read again when its files change. `upstream._Pool`
+opens CONNECT tunnels with `Proxy.connect_request`, reads the answer with `TunnelAnswer` and
+judges it with `tunnel_status`; forward-proxied http:// requests use `Proxy.auth` and
+`bracketed`. Credentials never appear in a log line or an error message.
 """
 
 from __future__ import annotations
@@ -14,7 +15,9 @@ from __future__ import annotations
 import asyncio
 import base64
 import logging
+import math
 import os
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from urllib.parse import unquote, urlsplit
@@ -66,11 +69,13 @@ def has_credentials(url: str) -> bool:
 
 @dataclass(frozen=True, slots=True)
 class Proxy:
-    """An http:// egress proxy; `authorization` is its `Proxy-Authorization` value, or ""."""
+    """An http:// egress proxy; `authorization` is its `Proxy-Authorization` value, or "";
+    `url_credentials` says it came from the proxy URL (else from the credentials files)."""
 
     host: str
     port: int
     authorization: str = field(default="", repr=False)
+    url_credentials: bool = False
 
     @property
     def where(self) -> str:
@@ -110,11 +115,10 @@ def parse_proxy(url: str | None) -> Proxy | None:
             parts.scheme,
         )
         return None
-    authorization = ""
-    if parts.username is not None:
-        pair = f"{unquote(parts.username)}:{unquote(parts.password or '')}"
-        authorization = "Basic " + base64.b64encode(pair.encode()).decode()
-    return Proxy(parts.hostname, port, authorization)
+    if parts.username is None:
+        return Proxy(parts.hostname, port)
+    pair = f"{unquote(parts.username)}:{unquote(parts.password or '')}"
+    return Proxy(parts.hostname, port, "Basic " + base64.b64encode(pair.encode()).decode(), True)
 
 
 def proxy_credentials(directory: str) -> str:
@@ -133,16 +137,27 @@ def proxy_credentials(directory: str) -> str:
     return "Basic " + base64.b64encode(":".join(values).encode()).decode()
 
 
+# How often the credentials files are looked at again (two stat calls): a rotated Secret, which
+# the kubelet swaps into the mount within a minute or so, is in use within this much more.
+CREDENTIALS_RECHECK_S = 10.0
+
+
 class EgressProxies:
-    """The egress proxy settings, read once: which proxy, if any, reaches a provider.
+    """The egress proxy settings: which proxy, if any, reaches a provider, with what credentials.
 
     `settings` maps `http`, `https` and `no` to values, and `credentials_dir` names a directory
     with the proxies' `username` and `password`, which apply to proxy URLs without credentials of
     their own. By default both come from the environment (`egress_settings()` and
-    `LANEWAY_EGRESS_PROXY_CREDENTIALS`)."""
+    `LANEWAY_EGRESS_PROXY_CREDENTIALS`). The settings are read once; the credentials files are
+    read again when they change (looked at every `recheck_s` at most), so a rotated Secret takes
+    effect without a restart: new connections and probes use it, open tunnels keep theirs."""
 
     def __init__(
-        self, settings: Mapping[str, str] | None = None, credentials_dir: str | None = None
+        self,
+        settings: Mapping[str, str] | None = None,
+        credentials_dir: str | None = None,
+        *,
+        recheck_s: float | None = None,
     ) -> None:
         if settings is None:
             settings = egress_settings()
@@ -152,14 +167,15 @@ class EgressProxies:
             for scheme in ("http", "https")
             if (proxy := parse_proxy(settings.get(scheme))) is not None
         }
-        if credentials_dir and self._proxies:
-            authorization = proxy_credentials(credentials_dir)
-            if authorization:
-                self._proxies = {
-                    scheme: replace(proxy, authorization=proxy.authorization or authorization)
-                    for scheme, proxy in self._proxies.items()
-                }
         self._no_proxy = NoProxy.parse(settings.get("no"))
+        self._dir = credentials_dir if self._proxies else None
+        self._recheck_s = CREDENTIALS_RECHECK_S if recheck_s is None else recheck_s
+        self._checked = -math.inf
+        self._read = False
+        self._stamp: tuple[tuple[int, int, int], ...] | None = None
+        self._authorization = ""
+        self._with_files: dict[tuple[str, int], Proxy] = {}
+        self._look_at_files()
 
     def __bool__(self) -> bool:
         return bool(self._proxies)
@@ -172,7 +188,51 @@ class EgressProxies:
         if self._no_proxy.bypasses(host, port or DEFAULT_PORTS.get(scheme)):
             return None
         log.debug("Provider %s reached through the proxy %s", host, proxy.where)
-        return proxy
+        return self.current(proxy)
+
+    def current(self, proxy: Proxy) -> Proxy:
+        """`proxy` (one `for_host` gave, perhaps a while ago) with the credentials files as they
+        are now, unless its URL carries credentials of its own."""
+        if self._dir is None or proxy.url_credentials:
+            return proxy
+        if time.monotonic() - self._checked >= self._recheck_s:
+            self._look_at_files()
+        if proxy.authorization == self._authorization:
+            return proxy
+        key = (proxy.host, proxy.port)
+        got = self._with_files.get(key)
+        if got is None:
+            got = self._with_files[key] = replace(proxy, authorization=self._authorization)
+        return got
+
+    def _look_at_files(self) -> None:
+        """Read the credentials files again if they changed since they were last read (the
+        first time, read them in any case; unreadable files are a WARNING naming the file)."""
+        if self._dir is None:
+            return
+        self._checked = time.monotonic()
+        stamp = _stamp(self._dir)
+        if self._read and stamp == self._stamp:
+            return
+        first, self._read, self._stamp = not self._read, True, stamp
+        authorization = proxy_credentials(self._dir)
+        if authorization != self._authorization:
+            self._authorization, self._with_files = authorization, {}
+            if not first:
+                log.info(
+                    "The egress proxy credentials in %s changed; new connections use them",
+                    self._dir,
+                )
+
+
+def _stamp(directory: str) -> tuple[tuple[int, int, int], ...] | None:
+    """What identifies the current `username` and `password` files (a Secret update replaces
+    them), or None if either cannot be read."""
+    try:
+        stats = [os.stat(os.path.join(directory, name)) for name in ("username", "password")]
+    except OSError:
+        return None
+    return tuple((st.st_ino, st.st_mtime_ns, st.st_size) for st in stats)
 
 
 def bracketed(host: str) -> str:

@@ -25,8 +25,9 @@ inside it; an http provider gets its request in absolute form (`POST http://host
 the proxy. `NO_PROXY` hosts go direct. Whether a pool goes through a proxy is decided once, when
 the pool is made (`NO_PROXY` may hold names, domains, addresses and CIDR ranges; see
 `no_proxy.py`), so the direct path pays one attribute test per request. A proxy that refuses
-the tunnel is a `ConnectFailed`. Proxy credentials (`http://user:password@proxy:3128`) become a
-`Proxy-Authorization` header and appear in no message or log line.
+the tunnel is a `ConnectFailed`. Proxy credentials (`http://user:password@proxy:3128`, or the
+files of a mounted Secret, read again when they change) become a `Proxy-Authorization` header
+and appear in no message or log line.
 
 Failures below HTTP raise `UpstreamError` subclasses, which `errors.classify_exception` maps
 to fallback triggers: `ConnectFailed` and `Disconnected` (nothing or only part of the head came
@@ -88,11 +89,13 @@ class _Pool:
         limit: int,
         keepalive_s: float,
         proxy: Proxy | None = None,
+        proxies: EgressProxies | None = None,
     ) -> None:
         self.loop, self.host, self.port, self.tls = loop, host, port, tls
         self.limit, self.keepalive_s, self.proxy = limit, keepalive_s, proxy
-        # Plain http through a proxy: what follows the absolute-form request line, else None.
-        self.forward = proxy.auth if proxy is not None and tls is None else None
+        self.proxies = proxies  # the proxy's credentials as they are now (`proxy_now`)
+        # Plain http through a proxy: each request line is absolute and carries the credentials.
+        self.forward = proxy is not None and tls is None
         self.idle: list[Connection] = []
         self.in_use = 0
         self._queue: deque[asyncio.Future[None]] = deque()
@@ -137,8 +140,14 @@ class _Pool:
             conn.abort()
         return None
 
+    def proxy_now(self) -> Proxy | None:
+        """The pool's proxy with its credentials as they are now (a Secret may have rotated)."""
+        if self.proxy is None or self.proxies is None:
+            return self.proxy
+        return self.proxies.current(self.proxy)
+
     async def _connect(self, connect_s: float) -> Connection:
-        proxy = self.proxy
+        proxy = self.proxy_now()
         try:
             async with asyncio.timeout(connect_s):
                 if proxy is not None and self.tls is not None:
@@ -266,7 +275,8 @@ class Upstreams:
     ) -> None:
         """`tls` verifies https providers; by default the system's trust store does.
 
-        The egress proxy settings are read from the environment here, once."""
+        The egress proxy settings are read from the environment here, once (the credentials
+        files again when they change)."""
         self._limit, self._keepalive_s = limit, keepalive_s
         self._pools: dict[tuple[str, str, int], _Pool] = {}
         self._tls = tls
@@ -283,7 +293,9 @@ class Upstreams:
                 tls = self._tls
             loop = asyncio.get_running_loop()
             proxy = self._proxies.for_host(scheme, host, port)
-            pool = _Pool(loop, host, port, tls, self._limit, self._keepalive_s, proxy)
+            pool = _Pool(
+                loop, host, port, tls, self._limit, self._keepalive_s, proxy, self._proxies
+            )
             self._pools[key] = pool
         return pool
 
@@ -304,8 +316,9 @@ class Upstreams:
         `Response.lift_early_deadline` (a stream's first chunk); TimeoutError otherwise."""
         key, line, absolute, auth = _target(url)
         pool = self._pools.get(key) or self._pool(key)
-        if pool.forward is not None:
-            line = absolute + pool.forward
+        if pool.forward:
+            proxy = pool.proxy_now()
+            line = absolute + (proxy.auth if proxy is not None else b"")
         now = pool.loop.time()
         deadline = now + total_s
         early = now + early_s if early_s is not None and early_s < total_s else None

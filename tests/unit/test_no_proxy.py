@@ -157,3 +157,66 @@ def test_the_credentials_directory_is_read_from_the_environment(
     assert tunnel.connect_request("api.anthropic.com", 443).endswith(
         b"Proxy-Authorization: Basic " + base64.b64encode(b"team:pw") + b"\r\n\r\n"
     )
+
+
+def _basic(pair: bytes) -> str:
+    return "Basic " + base64.b64encode(pair).decode()
+
+
+def _mount_secret(mount: Path, version: str, username: str, password: str) -> None:
+    """Write the Secret the way the kubelet updates a Secret volume: the files are links through
+    `..data`, which is swapped in one rename to a directory holding the new version."""
+    data = mount / f"..{version}"
+    data.mkdir()
+    (data / "username").write_text(username)
+    (data / "password").write_text(password)
+    (mount / "..data_tmp").symlink_to(data.name)
+    (mount / "..data_tmp").rename(mount / "..data")
+    for name in ("username", "password"):
+        if not (mount / name).is_symlink():
+            (mount / name).symlink_to(f"..data/{name}")
+
+
+def test_rotated_credentials_are_used_without_a_restart(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    _mount_secret(tmp_path, "v1", "team", "first")
+    settings = {"https": "http://proxy:3128", "http": "http://own:pw@proxy:3128"}
+    proxies = EgressProxies(settings, credentials_dir=str(tmp_path), recheck_s=0)
+    tunnel = proxies.for_host("https", "api.openai.com")
+    assert tunnel is not None and tunnel.authorization == _basic(b"team:first")
+
+    with caplog.at_level(logging.INFO):
+        _mount_secret(tmp_path, "v2", "team", "second")
+        again = proxies.current(tunnel)
+    assert again.authorization == _basic(b"team:second")
+    assert proxies.for_host("https", "api.openai.com") == again
+    assert "credentials" in caplog.text and "second" not in caplog.text
+    forward = proxies.for_host("http", "models.example")
+    assert forward is not None and proxies.current(forward).authorization == _basic(b"own:pw")
+
+
+def test_credentials_are_looked_at_again_only_after_the_recheck_interval(tmp_path: Path) -> None:
+    _mount_secret(tmp_path, "v1", "team", "first")
+    proxies = EgressProxies(
+        {"https": "http://proxy:3128"}, credentials_dir=str(tmp_path), recheck_s=3600
+    )
+    tunnel = proxies.for_host("https", "api.openai.com")
+    _mount_secret(tmp_path, "v2", "team", "second")
+    assert tunnel is not None
+    assert proxies.current(tunnel).authorization == _basic(b"team:first")
+
+
+def test_credentials_that_appear_later_are_picked_up_and_missing_ones_warn_once(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    with caplog.at_level(logging.WARNING):
+        proxies = EgressProxies(
+            {"https": "http://proxy:3128"}, credentials_dir=str(tmp_path), recheck_s=0
+        )
+        tunnel = proxies.for_host("https", "api.openai.com")
+        assert tunnel is not None and tunnel.authorization == ""
+        proxies.current(tunnel)
+    assert caplog.text.count("Cannot read the egress proxy's username") == 1
+    _mount_secret(tmp_path, "v1", "late", "pw")
+    assert proxies.current(tunnel).authorization == _basic(b"late:pw")

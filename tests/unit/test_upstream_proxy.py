@@ -9,14 +9,23 @@ import base64
 import contextlib
 import ssl
 from collections.abc import AsyncIterator
+from pathlib import Path
 
 import pytest
 import trustme
 
-from router_sidecar import errors
+from router_sidecar import egress_proxy, errors
 from router_sidecar.egress_proxy import EgressProxies
 from router_sidecar.upstream import ConnectFailed, Upstreams
-from tests.unit.test_upstream import Reader, Writer, keep_answering, post, serving
+from tests.unit.test_upstream import (
+    Reader,
+    Server,
+    Writer,
+    keep_answering,
+    post,
+    reply,
+    serving,
+)
 
 PROXY_VARS = ("https_proxy", "http_proxy", "all_proxy", "no_proxy")
 
@@ -228,3 +237,45 @@ def test_proxies_other_than_http_are_ignored_with_a_warning_that_hides_the_value
     assert EgressProxies().for_host("https", "api.openai.com") is None
     assert "only http://" in caplog.text
     assert "hunter2" not in caplog.text
+
+
+async def test_rotated_proxy_credentials_reach_new_tunnels_and_forwarded_requests(
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+    tls_pair: tuple[ssl.SSLContext, ssl.SSLContext],
+) -> None:
+    async def answer_and_close(server: Server, reader: Reader, writer: Writer) -> None:
+        await server.read_request(reader)
+        writer.write(reply("200 OK", ["Content-Length: 2", "Connection: close"], b"{}"))
+        await writer.drain()
+
+    server_tls, trusting = tls_pair
+    connect_proxy = ConnectProxy()
+    monkeypatch.setattr(egress_proxy, "CREDENTIALS_RECHECK_S", 0.0)
+    monkeypatch.setenv("LANEWAY_EGRESS_PROXY_CREDENTIALS", str(tmp_path))
+    async with (
+        proxying(connect_proxy) as proxy_port,
+        serving(answer_and_close, tls=server_tls) as (_, secure_url),
+        serving(keep_answering) as (forward_proxy, forward_url),
+    ):
+        forward_port = forward_url.split(":")[2].split("/")[0]
+        monkeypatch.setenv("LANEWAY_EGRESS_HTTPS_PROXY", f"http://127.0.0.1:{proxy_port}")
+        monkeypatch.setenv("LANEWAY_EGRESS_HTTP_PROXY", f"http://127.0.0.1:{forward_port}")
+        client = Upstreams(tls=trusting)
+        for password in ("first", "second"):
+            (tmp_path / "username").write_text("team")
+            (tmp_path / "password").write_text(password)
+            assert await (await post(client, secure_url)).read() == b"{}"
+            plain = "http://models.example/v1/chat/completions"
+            assert await (await post(client, plain)).read() == b"{}"
+        client.close()
+
+    expected = [
+        f"Proxy-Authorization: Basic {base64.b64encode(pair).decode()}"
+        for pair in (b"team:first", b"team:second")
+    ]
+    tunnels = [head.decode().split("\r\n") for head in connect_proxy.connects]
+    assert [expected[i] in lines for i, lines in enumerate(tunnels)] == [True, True]
+    forwarded = [r.split(b"\r\n\r\n")[0].decode().split("\r\n") for r in forward_proxy.requests]
+    assert forward_proxy.connections == 1  # one kept-alive connection, new credentials per request
+    assert [expected[i] in lines for i, lines in enumerate(forwarded)] == [True, True]

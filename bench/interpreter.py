@@ -7,8 +7,10 @@ build, which developers' virtualenvs often come from, is not, and runs the sidec
 10-15 % slower. The benchmark asks what a proxy costs in production, so `choose` picks the
 fastest CPython 3.11 or newer among the one running the benchmark and those where distributions
 and the official images install theirs (`/usr/local/bin/python3`, `/usr/bin/python3`), timing
-the same pure-Python loop on each; `--python` names one instead. Both Python proxies run on the
-chosen one, each from its own virtualenv under `~/.cache/laneway/bench`, and the results name it.
+the same pure-Python loop on each, in turns, best of five turns (a busy moment on a shared
+machine once made the faster one look slower); `--python` names one instead. Both Python
+proxies run on the chosen one, each from its own virtualenv under `~/.cache/laneway/bench`, and
+the results name it.
 """
 
 from __future__ import annotations
@@ -76,9 +78,9 @@ class Interpreter:
         )
 
 
-def _probe(python: str) -> tuple[str, float] | None:
-    """(version, seconds for the calibration loop) or None if `python` is not a usable CPython
-    of at least MIN_VERSION (one that can make a virtualenv with pip, too)."""
+def _version(python: str) -> str | None:
+    """The version of `python` if it is a usable CPython of at least MIN_VERSION (one that can
+    make a virtualenv with pip, too), else None."""
     check = (
         "import sys, platform, venv, ensurepip; "
         f"print(platform.python_implementation(), sys.version_info >= {MIN_VERSION!r}, "
@@ -88,41 +90,79 @@ def _probe(python: str) -> tuple[str, float] | None:
         out = subprocess.run(
             [python, "-c", check], capture_output=True, text=True, timeout=30, check=True
         ).stdout.split()
-        if out[:2] != ["CPython", "True"]:
-            return None
-        seconds = subprocess.run(
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return out[2] if out[:2] == ["CPython", "True"] and len(out) > 2 else None
+
+
+def _loop_seconds(python: str) -> float | None:
+    """The best of seven timings of the calibration loop on `python`, or None if it failed."""
+    try:
+        out = subprocess.run(
             [python, "-c", _CALIBRATION], capture_output=True, text=True, timeout=120, check=True
-        ).stdout.strip()
-        return out[2], float(seconds)
-    except (OSError, subprocess.SubprocessError, ValueError, IndexError):
+        ).stdout
+        return float(out.strip())
+    except (OSError, subprocess.SubprocessError, ValueError):
         return None
 
 
-def choose(requested: str | None, candidates: Sequence[str] = CANDIDATES) -> Interpreter:
+def _fastest_loops(pythons: Sequence[str], rounds: int) -> dict[str, float]:
+    """The best calibration time of each interpreter over `rounds` turns taken in rotation, so
+    that a busy moment on a shared machine cannot make one of them look slow; interpreters
+    whose loop failed are left out."""
+    best: dict[str, float] = {}
+    failed: set[str] = set()
+    for _ in range(rounds):
+        for python in pythons:
+            if python in failed:
+                continue
+            seconds = _loop_seconds(python)
+            if seconds is None:
+                failed.add(python)
+                best.pop(python, None)
+            else:
+                best[python] = min(seconds, best.get(python, seconds))
+    return best
+
+
+def choose(
+    requested: str | None, candidates: Sequence[str] = CANDIDATES, *, rounds: int = 5
+) -> Interpreter:
     """The interpreter for the proxies: `requested` if given (it must be a CPython of at least
     3.11), else the fastest of the benchmark's own and the `candidates` that exist."""
-    own = _probe(sys.executable)
-    if own is None:
+    own_version = _version(sys.executable)
+    if own_version is None:
         raise SystemExit(f"the benchmark's own interpreter {sys.executable} is unusable")
+    least = ".".join(map(str, MIN_VERSION))
     if requested:
-        probed = _probe(requested)
-        if probed is None:
-            least = ".".join(map(str, MIN_VERSION))
+        version = _version(requested)
+        if version is None:
             raise SystemExit(f"--python {requested}: not a CPython {least} or newer")
-        return Interpreter(requested, probed[0], own[1] / probed[1], own=False)
-    best = Interpreter(sys.executable, own[0], 1.0, own=True)
+        loops = _fastest_loops([sys.executable, requested], rounds=1)
+        speed = loops.get(sys.executable, 1.0) / loops.get(requested, 1.0)
+        return Interpreter(requested, version, speed, own=False)
     ours = {os.path.realpath(p) for p in (sys.executable, getattr(sys, "_base_executable", ""))}
+    versions: dict[str, str] = {}
     for path in candidates:
         if not os.access(path, os.X_OK) or os.path.realpath(path) in ours:
             continue  # missing, or the benchmark's own under another name
-        probed = _probe(path)
-        if probed is None:
+        version = _version(path)
+        if version is not None:
+            versions[path] = version
+    best = Interpreter(sys.executable, own_version, 1.0, own=True)
+    if not versions:
+        return best
+    loops = _fastest_loops([sys.executable, *versions], rounds)
+    if sys.executable not in loops:
+        raise SystemExit(f"the benchmark's own interpreter {sys.executable} is unusable")
+    for path, version in versions.items():
+        if path not in loops:
             continue
-        speed = own[1] / probed[1]
-        log.info("%s: CPython %s, %.2fx the benchmark's own interpreter", path, probed[0], speed)
+        speed = loops[sys.executable] / loops[path]
+        log.info("%s: CPython %s, %.2fx the benchmark's own interpreter", path, version, speed)
         # Only clearly faster: two equal builds time within a few percent of each other.
         if speed > max(best.speed, 1.0) * 1.05:
-            best = Interpreter(path, probed[0], speed, own=False)
+            best = Interpreter(path, version, speed, own=False)
     return best
 
 

@@ -71,7 +71,6 @@ def _call_chars(calls: Any) -> int:
     return total
 
 
-_DONE_EVENT = b"data: [DONE]\n\n"
 # Chunks passed through whole are counted (see `OpenAIStream.output_chars`) once this many wait.
 _UNCOUNTED_LIMIT = 64
 

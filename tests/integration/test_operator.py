@@ -335,6 +335,37 @@ def test_restarting_the_operator_changes_nothing_that_was_right(
         assert "written to ConfigMap" not in second.log()
 
 
+def test_a_restarted_operator_counts_on_from_the_probe_runs_in_the_lane_status(
+    controlplane: ControlPlane, namespace: str, operators: list[OperatorProcess], tmp_path: Path
+) -> None:
+    probe = {"interval": "1s", "timeout": "500ms", "failureThreshold": 50, "successThreshold": 1}
+    with SimulatedProvider(model="a") as a:
+        apply(controlplane, secret(namespace), lane(namespace, "a", a.url, probe=probe),
+              policy(namespace, "bot", {"fast": ["a"]}))
+        first = start_operator(controlplane, tmp_path, namespace, name="first")
+        operators.append(first)
+        wait_for(lambda: lane_phase(controlplane, namespace, "a") == "Healthy", timeout=20,
+                 what="lane a Healthy")
+        a.set_mode("down")
+        wait_for(lambda: lane_status(controlplane, namespace, "a").get("consecutiveFailures", 0)
+                 >= 2, timeout=15, what="two failed probes counted in the status")
+        assert first.stop() == 0
+        before = lane_status(controlplane, namespace, "a")
+        assert (before["phase"], before["consecutiveSuccesses"]) == ("Degraded", 0)
+
+        operators.append(start_operator(controlplane, tmp_path, namespace, name="second"))
+        after = wait_for(lambda: (s := lane_status(controlplane, namespace, "a"))
+                         ["lastProbe"]["time"] != before["lastProbe"]["time"] and s,
+                         timeout=15, what="a probe by the restarted operator")
+        # The run goes on where it stood, so failureThreshold counts across restarts.
+        assert after["consecutiveFailures"] > before["consecutiveFailures"]
+        assert after["phase"] == "Degraded"
+
+
+def lane_status(plane: ControlPlane, namespace: str, name: str) -> dict:
+    return (get(plane, "modellane", name, namespace) or {}).get("status") or {}
+
+
 def versions(plane: ControlPlane, namespace: str) -> dict[str, str]:
     """resourceVersion of everything the operator writes for policy `bot`."""
     out = {}

@@ -43,6 +43,10 @@ BAD_VALUES = [
         "at '/operator/logLevel': value must be one of 'DEBUG', 'INFO', 'WARNING', 'ERROR'",
     ),
     ("operator.replica=2", "at '/operator': additional properties 'replica' not allowed"),
+    (
+        "operator.laneHoldDownSeconds=-1",
+        "at '/operator/laneHoldDownSeconds': minimum: got -1, want 0",
+    ),
     ("operator.watchNamespaces[0]=Team_A", "at '/operator/watchNamespaces/0': 'Team_A' does not"),
     (
         "webhook.failurePolicy=Sometimes",

@@ -88,6 +88,7 @@ def test_defaults_render_the_operator_deployment_of_the_contract(
     assert env["LANEWAY_NAMESPACE"]["valueFrom"]["fieldRef"]["fieldPath"] == "metadata.namespace"
     assert env["POD_NAME"]["valueFrom"]["fieldRef"]["fieldPath"] == "metadata.name"
     assert env["LANEWAY_PEERING_NAME"]["value"] == "laneway"
+    assert env["LANEWAY_HOLD_DOWN_SECONDS"]["value"] == "30"
     assert not [name for name in env if name.startswith("LANEWAY_EGRESS_")]
     for probe in ("livenessProbe", "startupProbe"):
         assert container[probe]["httpGet"] == {"path": "/healthz", "port": "metrics"}
@@ -136,6 +137,7 @@ def test_everything_on_passes_every_option_through(
     mounts = {m["name"]: m["mountPath"] for m in container["volumeMounts"]}
     assert mounts["egress-proxy-credentials"] == env["LANEWAY_EGRESS_PROXY_CREDENTIALS"]
     assert container["args"][:2] == ["--log-level", "DEBUG"]
+    assert env["LANEWAY_HOLD_DOWN_SECONDS"] == "5"
     assert "--webhook-port" in container["args"] and "10443" in container["args"]
     assert pod["serviceAccountName"] == "laneway-operator"
     assert pod["priorityClassName"] == "system-cluster-critical"

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
+
+import yaml
 
 from laneway_operator.reconcile import route_shifts
 from laneway_operator.status import (
@@ -172,3 +175,43 @@ def test_lane_status_records_the_runs_that_drive_the_thresholds():
 
     assert (status["consecutiveSuccesses"], status["consecutiveFailures"]) == (0, 2)
     assert status["lastProbe"]["result"] == "Timeout"
+
+
+CRDS = Path(__file__).resolve().parents[2] / "crds"
+
+
+def undeclared(value: Any, schema: dict[str, Any], path: str = "status") -> list[str]:
+    """Paths in `value` that the structural `schema` does not declare: the API server would
+    drop them from what the operator writes."""
+    if schema.get("x-kubernetes-preserve-unknown-fields"):
+        return []
+    if isinstance(value, dict):
+        props = schema.get("properties", {})
+        return [p for key, sub in value.items()
+                for p in ([f"{path}.{key}"] if key not in props
+                          else undeclared(sub, props[key], f"{path}.{key}"))]
+    if isinstance(value, list):
+        return [p for i, item in enumerate(value)
+                for p in undeclared(item, schema.get("items", {}), f"{path}[{i}]")]
+    return []
+
+
+def status_schema(crd_file: str) -> dict[str, Any]:
+    crd = yaml.safe_load((CRDS / crd_file).read_text())
+    (version,) = crd["spec"]["versions"]
+    return version["schema"]["openAPIV3Schema"]["properties"]["status"]
+
+
+def test_every_status_field_the_operator_writes_is_declared_in_its_crd():
+    probe = {"time": T0, "result": "Succeeded", "message": "ok", "latencyMs": 12}
+    lane = lane_status({}, phase="Down", reason="ProbeFailing", message="m", last_probe=probe,
+                       generation=1, now=T0, runs=(1, 0))
+    good = compiled_policy_status({}, doc=doc(a="Down"), config_map="laneway-p", generation=2,
+                                  now=T0)
+    bad = failed_policy_status(good, reason="MissingLane", message="m", config_map="laneway-p",
+                               generation=3, now=T1)
+
+    assert undeclared(lane, status_schema("modellanes.yaml")) == []
+    for status in (good, bad):
+        assert undeclared(status, status_schema("routingpolicies.yaml")) == []
+    assert undeclared({"made": {"up": 1}}, {"properties": {"made": {}}}) == ["status.made.up"]

@@ -212,16 +212,18 @@ def screen_lanes(
     names: tuple[str, ...],
     signals: Signals,
     lane_unavailable: LaneUnavailable = _always_available,
+    spent: float = 0.0,
 ) -> LaneScreen:
     """Keep, in order, the lanes that can serve this request.
 
     Hard skips: a missing capability, a context window too small for prompt + output, or an
-    estimate over `budget.maxCostPerRequest`. Health skips: phase `Down` or a reason from
+    estimate that, added to what the request has `spent` already (on the answers before an
+    escalation), is over `budget.maxCostPerRequest`. Health skips: phase `Down` or a reason from
     `lane_unavailable`. When only health skips are left, those lanes are returned anyway as a
     last resort (a lane marked Down may have recovered). With `budget.onExceed: reject`, a request
     whose first usable lane is over budget gets no lanes at all instead of a cheaper backup.
     """
-    return _screen(config, names, signals, lane_unavailable, {})
+    return _screen(config, names, signals, lane_unavailable, {}, spent)
 
 
 def _screen(
@@ -230,6 +232,7 @@ def _screen(
     signals: Signals,
     lane_unavailable: LaneUnavailable,
     costs: dict[str, float],
+    spent: float = 0.0,
 ) -> LaneScreen:
     """`screen_lanes`, noting in `costs` the estimates the budget check made on the way."""
     needed = _needed_capabilities(signals)
@@ -248,8 +251,8 @@ def _screen(
             continue
         if limit is not None:
             cost = costs[name] = lane.cost(signals.prompt_tokens, output)  # estimate_cost
-            if cost > limit:
-                over.append((name, f"estimated cost ${cost:.6f} over budget ${limit:.6f}"))
+            if cost + spent > limit:
+                over.append((name, _over_budget(cost, spent, limit)))
                 # The callback is asked only when its answer matters: it may cost a lock.
                 if reject and not usable and _health_miss(lane, lane_unavailable) is None:
                     return _rejected(names, hard, over, soft)
@@ -277,6 +280,13 @@ def _screen(
         tuple(soft),
         budget_rejected=bool(over) and not hard and not soft,
     )
+
+
+def _over_budget(cost: float, spent: float, limit: float) -> str:
+    if not spent:
+        return f"estimated cost ${cost:.6f} over budget ${limit:.6f}"
+    return (f"estimated cost ${cost:.6f} plus ${spent:.6f} already spent on this request over "
+            f"budget ${limit:.6f}")
 
 
 def _rejected(

@@ -44,7 +44,7 @@ from router_sidecar.bookkeeping import (
 )
 from router_sidecar.checks import check_answer, is_refusal
 from router_sidecar.config import Lane, RouterConfig
-from router_sidecar.decision import escalation_target, lanes_for_route
+from router_sidecar.decision import LaneScreen, escalation_target, screen_lanes
 from router_sidecar.decision_log import EscalationStep, LaneAttempt
 from router_sidecar.metrics import Metrics
 from router_sidecar.providers import adapter_for
@@ -186,15 +186,16 @@ class Engine:
                 return best
             run.route, run.lane = route, got.lane.name
             best = got
-            target = self._escalate(run, route, got)
-            if target is None:
+            step = self._escalate(run, route, got)
+            if step is None:
                 return got
-            route = target
-            lanes, skipped = lanes_for_route(run.config, route, run.signals, self.lane_unavailable)
+            route, screen = step
+            lanes, skipped = screen.lanes, screen.skipped
             run.note_skipped(route, skipped)
 
-    def _escalate(self, run: Run, route: str, got: LaneAnswer) -> str | None:
-        """The route to escalate to after this answer, or None to serve it."""
+    def _escalate(self, run: Run, route: str, got: LaneAnswer) -> tuple[str, LaneScreen] | None:
+        """The route to escalate to after this answer, with its lanes screened for this request
+        (the cost budget counting what it has spent so far), or None to serve the answer."""
         hit = check_answer(run.config, run.body, got.answer, run.signals, got.ms)
         if hit is None:
             return None
@@ -210,6 +211,12 @@ class Engine:
             blocked = f"route {route} has no escalation target"
         elif run.escalations >= limit:
             blocked = f"maxEscalations {limit} reached"
+        else:
+            screen = screen_lanes(run.config, run.config.routes[target].lanes, run.signals,
+                                  self.lane_unavailable, spent=run.record.cost_usd)
+            if screen.budget_rejected:
+                over = next(why for _, why in screen.skipped if " over budget " in why)
+                blocked = f"{target}'s lanes: {over}"
         if blocked is not None or target is None:
             run.record.would_escalate = f"{trigger}: {detail} (not escalated: {blocked})"
             return None
@@ -217,7 +224,7 @@ class Engine:
         run.record.escalations.append(EscalationStep(route, target, trigger, detail))
         run.notes.append(f"escalated {route}->{target} ({trigger})")
         self.metrics.escalations.labels(route, target, trigger).inc()
-        return target
+        return target, screen
 
     async def _call_answer(self, run: Run, lane: Lane, limit_s: float) -> LaneAnswer:
         adapter = adapter_for(lane.provider.type)

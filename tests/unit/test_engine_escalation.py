@@ -29,17 +29,22 @@ def _ladder(
     max_escalations: int = 1,
     mode: str = "enforce",
     tool_failure_threshold: int = 0,
+    prices: dict[str, tuple[float, float]] | None = None,
+    budget: dict[str, Any] | None = None,
 ) -> Any:
+    fast, strong = (prices or {}).get("fast", (0.1, 0.4)), (prices or {}).get("strong", (2, 8))
+
     def build(sims: dict[str, Any]) -> dict[str, Any]:
         return policy_doc(
             {
-                "fast": lane(sims["fast"].url, inp=0.1, out=0.4),
-                "strong": lane(sims["strong"].url, inp=2, out=8),
+                "fast": lane(sims["fast"].url, inp=fast[0], out=fast[1]),
+                "strong": lane(sims["strong"].url, inp=strong[0], out=strong[1]),
                 "premium": lane(sims["premium"].url, api="anthropic", inp=15, out=75),
             },
             {"fast": ["fast"], "strong": ["strong"], "premium": ["premium"]},
             default_route="fast",
             mode=mode,
+            budget=budget,
             triage=[
                 {"name": "technical", "when": {"keywordsAny": ["python", "sql"]}, "route": "strong"}
             ],
@@ -129,6 +134,29 @@ async def test_max_escalations_stops_the_chain_and_serves_the_last_answer(
         assert sims["premium"].state["requests"] == 0
     (line,) = _decision_lines(caplog)
     assert "maxEscalations 1 reached" in line["wouldEscalate"]
+
+
+@pytest.mark.parametrize("on_exceed", ["skipLane", "reject"])
+async def test_an_escalation_the_request_cannot_afford_any_more_is_not_made(
+    on_exceed: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    # Output only is priced. With max_tokens 100, strong's estimate ($0.0008) fits the budget on
+    # its own, but not after what the fast answer cost: maxCostPerRequest is per request.
+    caplog.set_level(logging.INFO, logger="laneway.decisions")
+    ladder = _ladder(prices={"fast": (0, 1), "strong": (0, 8)},
+                     budget={"maxCostPerRequest": 0.00080008, "onExceed": on_exceed})
+    async with running(THREE, ladder) as (sidecar, sims):
+        sims["fast"].set_mode("uncertain")
+        status, headers, body = await sidecar.chat("What is our refund policy?", max_tokens=100)
+        assert status == 200, body
+        assert (headers["x-laneway-route"], headers["x-laneway-escalations"]) == ("fast", "0")
+        assert body["choices"][0]["message"]["content"].startswith("I'm not sure")
+        assert sims["strong"].state["requests"] == 0
+        assert await sidecar.metric("laneway_escalations_total") == 0
+    (line,) = _decision_lines(caplog)
+    assert "not escalated: strong's lanes: estimated cost $0.000800 plus $0.0000" in (
+        line["wouldEscalate"])
+    assert "already spent on this request over budget $0.000800" in line["wouldEscalate"]
 
 
 async def test_a_good_answer_is_not_escalated() -> None:

@@ -116,6 +116,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--task", default=None)
     p.add_argument("--risk", default=None)
     p.add_argument("--tools", action="store_true", help="the request offers tools")
+    p.add_argument("--latency-budget-ms", default=None, metavar="MS",
+                   help="the request's latency budget (as x-laneway-latency-budget-ms)")
+    p.add_argument("--tool-failures", default=None, metavar="N",
+                   help="tool calls that failed so far in the run (as x-laneway-tool-failures)")
     p.add_argument("--json", action="store_true", help="print a JSON object")
     p.add_argument("prompt", help="the user prompt")
 

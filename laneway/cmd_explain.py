@@ -29,7 +29,14 @@ DUMMY_TOOL = {
         "parameters": {"type": "object", "properties": {}},
     },
 }
-_FLAGS = {"tier": "--tier", "task": "--task", "risk": "--risk"}
+# Hint header (after x-laneway-) -> the flag that sets it.
+_FLAGS = {
+    "tier": "--tier",
+    "task": "--task",
+    "risk": "--risk",
+    "latency-budget-ms": "--latency-budget-ms",
+    "tool-failures": "--tool-failures",
+}
 
 
 def run(args: argparse.Namespace) -> int:
@@ -53,9 +60,8 @@ def request_body(prompt: str, *, tools: bool) -> dict[str, Any]:
 
 
 def _hints(args: argparse.Namespace) -> Any:
-    headers = {
-        f"x-laneway-{key}": getattr(args, key) for key in _FLAGS if getattr(args, key) is not None
-    }
+    given = {key: getattr(args, key.replace("-", "_")) for key in _FLAGS}
+    headers = {f"x-laneway-{key}": value for key, value in given.items() if value is not None}
     try:
         return parse_hints(headers)
     except HintError as exc:
@@ -115,6 +121,8 @@ def _next_steps(result: dict[str, Any]) -> list[str]:
         )
     else:
         escalate = "none from this route"
+    if esc["latencyBudgetMs"] is not None:
+        escalate += f"; latency budget {esc['latencyBudgetMs']} ms"
     backups = ", ".join(fb["nextLanes"]) or "none"
     retries = fb["retries"]
     return [

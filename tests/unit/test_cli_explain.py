@@ -116,6 +116,19 @@ def test_risk_and_task_hints_reach_the_decision(capsys: pytest.CaptureFixture[st
     assert result["signals"]["task"] == "summarize"
 
 
+def test_tool_failures_and_a_latency_budget_reach_the_decision(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    # support-bot: toolFailureThreshold 2, fast -> strong, latencyBudgetMs 20000.
+    assert explain(capsys, "--tool-failures", "1", "Say hi")["route"] == "fast"
+    result = explain(capsys, "--tool-failures", "2", "--latency-budget-ms", "1500", "Say hi")
+    assert result["route"] == "strong"
+    assert any("2 tool failures >= toolFailureThreshold 2" in r for r in result["reasons"])
+    assert result["escalation"]["latencyBudgetMs"] == 1500
+    main(["explain", "-f", str(EXAMPLES), "--policy", "support-bot", "Say hi"])
+    assert "; latency budget 20000 ms" in capsys.readouterr().out
+
+
 def test_text_output_says_route_lane_why_and_what_happens_next(
     capsys: pytest.CaptureFixture[str],
 ) -> None:
@@ -148,6 +161,9 @@ def test_text_output_for_a_scored_request_and_for_observe_mode(
         (["--policy", "support-bot", "--tier", "gold tier", "hi"], "--tier: must be a short name"),
         (["--policy", "support-bot", "--risk", "x" * 80, "hi"], "--risk: must be a short name"),
         (["--policy", "missing", "hi"], "no RoutingPolicy named 'missing'"),
+        (["--policy", "support-bot", "--latency-budget-ms", "soon", "hi"],
+         "--latency-budget-ms: "),
+        (["--policy", "support-bot", "--tool-failures", "-1", "hi"], "--tool-failures: "),
     ],
 )
 def test_bad_input_exits_with_2(

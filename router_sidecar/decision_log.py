@@ -81,6 +81,10 @@ class DecisionRecord:
     config_version: str = ""
     requested_model: str = ""
     stream: bool = False
+    # The request's hints (short names, lower-cased), so lines group by task family and tier.
+    tier: str | None = None
+    task: str | None = None
+    risk: str | None = None
     rule: str | None = None
     score: int | None = None
     route: str = ""
@@ -113,6 +117,9 @@ class DecisionRecord:
             "configVersion": self.config_version,
             "model": self.requested_model,
             "stream": self.stream,
+            "tier": self.tier,
+            "task": self.task,
+            "risk": self.risk,
             "rule": self.rule,
             "score": self.score,
             "route": self.route,

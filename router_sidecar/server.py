@@ -286,6 +286,7 @@ def _start_run(
     )
     rec.enforce_route, rec.enforce_rule = decision.enforce_route, decision.enforce_rule
     rec.enforce_score = decision.enforce_score
+    rec.tier, rec.task, rec.risk = signals.tier, signals.task, signals.risk
     mt = state.metrics
     mt.count(
         mt.decisions,

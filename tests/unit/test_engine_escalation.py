@@ -159,6 +159,19 @@ async def test_an_escalation_the_request_cannot_afford_any_more_is_not_made(
     assert "already spent on this request over budget $0.000800" in line["wouldEscalate"]
 
 
+async def test_the_decision_line_carries_the_hints_to_group_by_task_family(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.INFO, logger="laneway.decisions")
+    async with running(THREE, _ladder()) as (sidecar, _):
+        hints = {"x-laneway-task": "Summarize", "x-laneway-tier": "enterprise"}
+        await sidecar.chat("What is our refund policy?", headers=hints)
+        await sidecar.chat("What is our refund policy?")
+    tagged, plain = _decision_lines(caplog)
+    assert (tagged["task"], tagged["tier"], tagged["risk"]) == ("summarize", "enterprise", None)
+    assert (plain["task"], plain["tier"], plain["risk"]) == (None, None, None)
+
+
 async def test_a_good_answer_is_not_escalated() -> None:
     async with running(THREE, _ladder()) as (sidecar, sims):
         _, headers, _ = await sidecar.chat("What are your opening hours?")

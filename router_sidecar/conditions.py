@@ -9,7 +9,8 @@ the configured keyword that matched.
 Keys: `promptCharsOver`, `promptTokensOver`, `filesOver` (strictly greater than), `hasCodeBlock`,
 `hasTools` (equal to the boolean), `keywordsAny`, `keywordsAll` (user text, case-insensitive, on
 word boundaries; a keyword with spaces matches the phrase with any whitespace between its words),
-`tierIn`, `taskIn`, `riskIn` (case-insensitive; no hint never matches), and the combinators
+`tierIn`, `taskIn`, `riskIn` (case-insensitive; no hint never matches), `latencyBudgetMsUnder`
+(the request's latency budget hint is below it; no hint never matches), and the combinators
 `allOf`, `anyOf`, `not`. Several keys in one object must all hold.
 """
 
@@ -188,6 +189,18 @@ def _one_of(key: str, hint: str, actual: Callable[[Signals], str | None]) -> _Ev
     return check
 
 
+def _latency_under(value: int, signals: Signals) -> ConditionResult:
+    key, budget = "latencyBudgetMsUnder", signals.latency_budget_ms
+    if budget is None:
+        return _result(False, f"{key} {value}: no latency budget given", "no latency budget")
+    matched = budget < value
+    relation = "<" if matched else ">="
+    return _result(
+        matched, f"{key} {value}: latency budget {budget} ms {relation} {value}",
+        f"{key} {value} ({budget} ms)",
+    )
+
+
 @lru_cache(maxsize=1024)
 def _lowered(values: tuple[str, ...]) -> frozenset[str]:
     return frozenset(v.lower() for v in values)
@@ -237,6 +250,7 @@ _EVALUATORS: dict[str, _Evaluator] = {
     "tierIn": _one_of("tierIn", "tier", lambda s: s.tier),
     "taskIn": _one_of("taskIn", "task", lambda s: s.task),
     "riskIn": _one_of("riskIn", "risk", lambda s: s.risk),
+    "latencyBudgetMsUnder": _latency_under,
     "allOf": _all_of,
     "anyOf": _any_of,
     "not": _not,

@@ -68,6 +68,7 @@ CONDITION_KEYS = (
     "taskIn",
     "riskIn",
     "hasTools",
+    "latencyBudgetMsUnder",
     "allOf",
     "anyOf",
     "not",
@@ -286,6 +287,9 @@ def validate_condition(when: Any, path: str) -> None:
             _typed(value, sub, bool)
         elif key in ("promptCharsOver", "promptTokensOver", "filesOver"):
             _non_negative(_typed(value, sub, int), sub)
+        elif key == "latencyBudgetMsUnder":
+            if _typed(value, sub, int) < 1:
+                raise ConfigError(f"{sub}: must be at least 1 millisecond, got {value}")
         else:
             items = _typed(value, sub, list)
             if not items or not all(isinstance(s, str) and s.strip() for s in items):

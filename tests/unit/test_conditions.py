@@ -71,6 +71,17 @@ def test_hint_lists_match_case_insensitively(key, values, expected):
     assert holds({key: values}, HINTED) is expected
 
 
+def test_latency_budget_under_matches_a_tighter_hint_only():
+    tight = signals_for("hi", Hints(latency_budget_ms=800))
+    assert holds({"latencyBudgetMsUnder": 1000}, tight)
+    assert not holds({"latencyBudgetMsUnder": 800}, tight)  # strictly below
+    assert not holds({"latencyBudgetMsUnder": 1000}, PLAIN)  # no hint never matches
+    assert holds({"not": {"latencyBudgetMsUnder": 1000}}, PLAIN)
+    assert evaluate({"latencyBudgetMsUnder": 1000}, tight).detail == (
+        "latencyBudgetMsUnder 1000: latency budget 800 ms < 1000")
+    assert "no latency budget given" in evaluate({"latencyBudgetMsUnder": 1000}, PLAIN).detail
+
+
 def test_a_missing_hint_never_matches_a_list():
     result = evaluate({"tierIn": ["free", "enterprise"]}, PLAIN)
     assert not result.matched

@@ -55,6 +55,20 @@ def test_the_guide_policy_routes_each_prompt_as_documented(prompt, body, hints, 
     assert decision.enforce_route == route
 
 
+def test_a_tight_latency_budget_can_route_a_request_to_the_fast_route():
+    doc = guide_policy()
+    doc["triage"].insert(0, {"name": "tight-deadline", "when": {"latencyBudgetMsUnder": 2000},
+                             "route": "fast"})
+    config = build(doc)
+    prompt = "Please debug this stack trace"
+
+    tight = decide(config, signals_for(prompt, Hints(latency_budget_ms=1500)))
+    assert (tight.route, tight.rule) == ("fast", "tight-deadline")
+    assert tight.reason == "rule tight-deadline: latencyBudgetMsUnder 2000 (1500 ms)"
+    assert decide(config, signals_for(prompt, Hints(latency_budget_ms=5000))).route == "strong"
+    assert decide(config, signals_for(prompt)).route == "strong"
+
+
 def test_a_matched_rule_gives_a_short_header_reason_naming_the_keyword():
     decision = decide(GUIDE, signals_for("Why does my SQL query fail?"))
     assert decision.reason == "rule technical-or-long: keywordsAny matched 'sql'"

@@ -204,9 +204,20 @@ def _tool_schemas(body: Mapping[str, Any]) -> dict[str, Any]:
     return schemas
 
 
+def tool_call_problem(body: Mapping[str, Any], answer: Mapping[str, Any]) -> str | None:
+    """Why a tool call in this answer cannot be used (a tool the request did not offer, arguments
+    that are not JSON or do not match the tool's parameters), or None; the `toolCallInvalid`
+    fallback trigger asks this of each answer."""
+    return _tool_call_invalid_in(body, _read_answer(answer))
+
+
 def _tool_call_invalid(
     config: RouterConfig, body: Mapping[str, Any], ans: _Answer, sig: Signals, ms: float
 ) -> str | None:
+    return _tool_call_invalid_in(body, ans)
+
+
+def _tool_call_invalid_in(body: Mapping[str, Any], ans: _Answer) -> str | None:
     if not ans.tool_calls:
         return None
     schemas = _tool_schemas(body)

@@ -55,6 +55,7 @@ FALLBACK_TRIGGERS = (
     "connectionError",
     "contextOverflow",
     "refusal",
+    "toolCallInvalid",
 )
 BUDGET_ACTIONS = ("skipLane", "reject")
 CONDITION_KEYS = (

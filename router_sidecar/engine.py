@@ -42,7 +42,7 @@ from router_sidecar.bookkeeping import (
     no_lane,
     outcomes,
 )
-from router_sidecar.checks import check_answer, is_refusal
+from router_sidecar.checks import check_answer, is_refusal, tool_call_problem
 from router_sidecar.config import Lane, RouterConfig
 from router_sidecar.decision import LaneScreen, escalation_target, screen_lanes
 from router_sidecar.decision_log import EscalationStep, LaneAttempt
@@ -249,8 +249,13 @@ class Engine:
         except ValueError as exc:
             raise LaneFailed(errors.malformed_response(str(exc), secret=key)) from exc
         got = LaneAnswer(lane, answer, usage, ms, raw if adapter.type == "openai" else None)
-        if errors.REFUSAL in run.config.fallback.triggers and self._refusal_falls_back(run, answer):
+        triggers = run.config.fallback.triggers
+        if errors.REFUSAL in triggers and self._refusal_falls_back(run, answer):
             raise LaneFailed(errors.refused("the lane refused low-risk work"), got)
+        if errors.TOOL_CALL_INVALID in triggers and run.signals.has_tools:
+            problem = tool_call_problem(run.body, answer)
+            if problem is not None:
+                raise LaneFailed(errors.invalid_tool_call(problem), got)
         return got
 
     def _refusal_falls_back(self, run: Run, answer: Mapping[str, Any]) -> bool:
@@ -434,7 +439,7 @@ class Engine:
             if failure is None:
                 return result  # type: ignore[return-value]
             if refused is None:
-                refused = result  # a refusal: served if no later lane answers
+                refused = result  # a refusal or bad tool call: served if no lane does better
             if failure.trigger is None:
                 raise errors.upstream_rejected(name, failure)
             if failure.trigger not in triggers:

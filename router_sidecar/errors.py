@@ -31,6 +31,7 @@ SERVER_ERROR = "serverError"
 CONNECTION_ERROR = "connectionError"
 CONTEXT_OVERFLOW = "contextOverflow"
 REFUSAL = "refusal"
+TOOL_CALL_INVALID = "toolCallInvalid"
 
 # Phrases providers use for "the prompt does not fit": OpenAI's code, Anthropic's message, and
 # the wording of common OpenAI-compatible servers (vLLM, TGI, Ollama).
@@ -324,6 +325,10 @@ def mid_stream_problem(exc: BaseException, secret: str | None = None) -> str:
 
 def refused(detail: str) -> UpstreamFailure:
     return UpstreamFailure(REFUSAL, 200, _short(detail))
+
+
+def invalid_tool_call(detail: str) -> UpstreamFailure:
+    return UpstreamFailure(TOOL_CALL_INVALID, 200, _short(detail))
 
 
 # ---------------------------------------------------------------------------------------------

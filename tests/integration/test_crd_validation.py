@@ -59,6 +59,19 @@ def test_the_invalid_manifests_differ_from_a_valid_one_only_in_their_mistake(
     controlplane.kubectl("apply", "-n", namespace, "-f", "-", input=manifest)
 
 
+def test_the_latency_condition_and_the_tool_call_fallback_are_stored_as_written(
+    controlplane: ControlPlane, crds: list[str], namespace: str
+) -> None:
+    policy = yaml.safe_load((HERE / "invalid" / "policy-latency-condition-zero.yaml").read_text())
+    policy["spec"]["triage"][0]["when"] = {"anyOf": [{"latencyBudgetMsUnder": 1500}]}
+    policy["spec"]["fallback"]["triggers"] = ["timeout", "toolCallInvalid"]
+    controlplane.kubectl("apply", "-n", namespace, "-f", "-", input=yaml.safe_dump(policy))
+
+    spec = get_json(controlplane, namespace, "routingpolicy", "bad-policy")["spec"]
+    assert spec["triage"][0]["when"] == {"anyOf": [{"latencyBudgetMsUnder": 1500}]}
+    assert spec["fallback"]["triggers"] == ["timeout", "toolCallInvalid"]
+
+
 def test_the_api_server_fills_in_the_documented_defaults(
     controlplane: ControlPlane, crds: list[str], namespace: str
 ) -> None:

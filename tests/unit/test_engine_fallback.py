@@ -259,6 +259,48 @@ async def test_when_every_lane_refuses_the_first_refusal_is_served_not_an_error(
         assert await sidecar.metric("laneway_cost_usd_total", lane="b") > 0
 
 
+WEATHER_TOOL = {
+    "type": "function",
+    "function": {
+        "name": "get_weather",
+        "parameters": {"type": "object", "properties": {"city": {"type": "string"}},
+                       "required": ["city"]},
+    },
+}
+
+
+ASK_WEATHER = "Please use get_weather for Oslo"  # the simulator calls the tool a prompt names
+
+
+async def test_an_unusable_tool_call_falls_back_to_the_next_lane_of_the_route() -> None:
+    triggers = [*ALL_TRIGGERS, "toolCallInvalid"]
+    async with running(TWO, _two_lanes(triggers=triggers)) as (sidecar, sims):
+        sims["a"].set_mode("invalid_json")  # tool call arguments that are not JSON
+        status, headers, body = await sidecar.chat(ASK_WEATHER, tools=[WEATHER_TOOL])
+        assert status == 200, body
+        assert (headers["x-laneway-lane"], headers["x-laneway-fallbacks"]) == ("b", "1")
+        call = body["choices"][0]["message"]["tool_calls"][0]["function"]
+        assert call["name"] == "get_weather"
+        assert await sidecar.metric(
+            "laneway_fallbacks_total", from_lane="a", to_lane="b", reason="toolCallInvalid"
+        ) == 1
+        # Without tools in the request there is no tool call to judge: lane a answers.
+        _, headers, _ = await sidecar.chat(ASK_WEATHER)
+        assert headers["x-laneway-lane"] == "a"
+
+        # When every lane's call is unusable, the first answer is served, not an error.
+        sims["b"].set_mode("invalid_json")
+        status, headers, _ = await sidecar.chat(ASK_WEATHER, tools=[WEATHER_TOOL])
+        assert (status, headers["x-laneway-lane"]) == (200, "a")
+
+
+async def test_an_unusable_tool_call_is_served_when_the_trigger_is_off() -> None:
+    async with running(TWO, _two_lanes()) as (sidecar, sims):
+        sims["a"].set_mode("invalid_json")
+        _, headers, _ = await sidecar.chat(ASK_WEATHER, tools=[WEATHER_TOOL])
+        assert (headers["x-laneway-lane"], headers["x-laneway-fallbacks"]) == ("a", "0")
+
+
 def _slow_primary(sims: dict[str, Any]) -> dict[str, Any]:
     # The primary's own timeout (5 s) is far longer than the request budgets below.
     return policy_doc(

@@ -6,6 +6,8 @@ Every test runs the real sidecar on a loopback port in front of simulated provid
 from __future__ import annotations
 
 import asyncio
+import json
+import logging
 from typing import Any
 
 import pytest
@@ -329,6 +331,29 @@ async def test_a_stuck_primary_gives_way_to_the_backup_within_the_latency_budget
         assert await sidecar.metric(
             "laneway_upstream_duration_seconds_count", lane="a", outcome="timeout"
         ) == 1
+
+
+async def test_a_lane_reached_after_the_budget_is_spent_is_skipped_for_the_last_one(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    def build(sims: dict[str, Any]) -> dict[str, Any]:
+        return policy_doc(
+            {name: lane(sims[name].url, total_ms=5_000) for name in ("a", "b", "c")},
+            {"main": ["a", "b", "c"]},
+            latency_budget_ms=200,
+        )
+
+    caplog.set_level(logging.INFO, logger="laneway.decisions")
+    async with running({"a": "openai", "b": "openai", "c": "openai"}, build) as (sidecar, sims):
+        sims["a"].set_mode("timeout")  # uses the whole budget
+        status, headers, body = await sidecar.chat("hello")
+        assert status == 200, body
+        assert headers["x-laneway-lane"] == "c"
+        assert sims["b"].state["requests"] == 0
+    (line,) = [json.loads(r.getMessage()) for r in caplog.records
+               if r.name == "laneway.decisions"]
+    assert [(a["lane"], a["outcome"]) for a in line["lanesTried"]] == [
+        ("a", "timeout"), ("b", "deadlinePassed"), ("c", "ok")]
 
 
 async def test_the_last_lane_keeps_its_own_timeout_past_the_budget() -> None:

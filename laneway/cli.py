@@ -131,6 +131,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--limit", type=int, default=None, help="use only the first N prompts")
     p.add_argument("prompts", metavar="PROMPTS.jsonl")
 
+    p = sub.add_parser(
+        "review", help="per-route evidence and findings from production decision lines"
+    )
+    p.add_argument("--by", default="route,task", metavar="KEYS",
+                   help="group by these decision fields, comma-separated (default route,task)")
+    p.add_argument("--sample", type=int, default=0, metavar="N",
+                   help="list N random decision ids per group, to read by hand")
+    p.add_argument("--seed", type=int, default=0, help="seed of the sample (default 0)")
+    p.add_argument("--min-feedback", type=int, default=5, metavar="N",
+                   help="feedback a group needs before its correction rate is judged")
+    p.add_argument("--json", action="store_true", help="print a JSON object")
+    p.add_argument("files", nargs="*", metavar="FILE",
+                   help="JSON Lines from laneway serve's standard output ('-' or none: stdin)")
+
     p = sub.add_parser("simulate-provider", help="run a simulated LLM provider")
     p.add_argument("--port", type=int, required=True)
     p.add_argument("--host", default="127.0.0.1")

@@ -27,6 +27,7 @@ import aiohttp
 import yaml
 
 from laneway.errors import BadInput
+from laneway.stats import percentile
 from laneway_operator.compiler import compile_policy, render_config
 from router_sidecar.config import RouterConfig
 from router_sidecar.reload import ConfigStore
@@ -324,11 +325,6 @@ def _print_row(number: int, r: Row, out: TextIO) -> None:
     )
 
 
-def _percentile(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
-
-
 def _summary(rows: list[Row], config: RouterConfig, out: TextIO) -> dict[str, float]:
     primaries = {name: route.lanes[0] for name, route in config.routes.items()}
     ok = [r for r in rows if r.status == 200]
@@ -341,7 +337,7 @@ def _summary(rows: list[Row], config: RouterConfig, out: TextIO) -> dict[str, fl
         "succeeded": len(ok),
         "cost_per_success_usd": cost / max(1, len(ok)),
         "p50_ms": statistics.median(latencies) if latencies else 0.0,
-        "p95_ms": _percentile(latencies, 0.95) if latencies else 0.0,
+        "p95_ms": percentile(latencies, 0.95) or 0.0,
         "fallback_rate": len(moved) / max(1, len(rows)),
         "escalation_rate": sum(1 for r in rows if r.escalations) / max(1, len(rows)),
         "cost_usd": cost,

@@ -17,6 +17,8 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from laneway.stats import percentile
+
 GROUP_KEYS = ("route", "task", "tier", "rule", "lane", "policy", "mode")
 # Outcomes that are the router's failure to answer (the rest are the client's or the provider's
 # refusal of the request itself, as in the chart's success-rate rule).
@@ -62,11 +64,8 @@ class Group:
         return self.corrected / self.feedback if self.feedback else None
 
     def percentile_ms(self, q: float) -> float | None:
-        """Nearest-rank percentile of the served requests' latency."""
-        if not self.latencies_ms:
-            return None
-        ordered = sorted(self.latencies_ms)
-        return ordered[max(0, math.ceil(q * len(ordered)) - 1)]
+        """A percentile of the answered requests' latency."""
+        return percentile(self.latencies_ms, q)
 
 
 @dataclass
@@ -213,8 +212,7 @@ def _findings(
     base = overall.correction_rate
     for g in groups:
         rate = g.correction_rate
-        judged = base is not None and rate is not None and g.feedback >= min_feedback
-        if judged and rate >= max(2 * base, base + 0.10):  # type: ignore[operator]
+        if _corrected_far_more(rate, base) and g.feedback >= min_feedback:
             out.append(
                 f"{_label(g.key, by)}: {g.corrected} of {g.feedback} answers with feedback "
                 f"were corrected ({_pct(rate or 0)}, against {_pct(base or 0)} overall). It may "
@@ -236,6 +234,11 @@ def _findings(
     if "route" in by and "task" in by:
         out += _cheaper_routes(groups, by, min_feedback)
     return out
+
+
+def _corrected_far_more(rate: float | None, base: float | None) -> bool:
+    """At least twice the overall correction rate and 10 points above it."""
+    return rate is not None and base is not None and rate >= max(2 * base, base + 0.10)
 
 
 def _cheaper_routes(groups: list[Group], by: tuple[str, ...], min_feedback: int) -> list[str]:

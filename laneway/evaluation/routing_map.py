@@ -27,6 +27,7 @@ from dataclasses import dataclass
 
 from laneway.evaluation.live import LaneAnswer
 from laneway.evaluation.offline import RoutedPrompt
+from laneway.stats import percentile
 from router_sidecar.config import RouterConfig
 
 PASS_THRESHOLD = 0.8
@@ -127,14 +128,6 @@ def _main_route(counts: Mapping[str, int]) -> str:
 # Statistics.
 
 
-def _percentile(values: Sequence[float], fraction: float) -> float | None:
-    if not values:
-        return None
-    ordered = sorted(values)
-    index = min(len(ordered) - 1, max(0, round(fraction * (len(ordered) - 1))))
-    return ordered[index]
-
-
 def lane_stats(lane: str, family: str, answers: Sequence[LaneAnswer]) -> LaneStats:
     called = [a.latency_ms for a in answers if a.called and a.error is None]
     return LaneStats(
@@ -144,7 +137,7 @@ def lane_stats(lane: str, family: str, answers: Sequence[LaneAnswer]) -> LaneSta
         passed=sum(1 for a in answers if a.passed),
         cost_total=sum(a.cost for a in answers),
         latency_p50_ms=statistics.median(called) if called else None,
-        latency_p95_ms=_percentile(called, 0.95),
+        latency_p95_ms=percentile(called, 0.95),
         errors=sum(1 for a in answers if a.error is not None),
     )
 

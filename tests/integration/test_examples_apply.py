@@ -32,7 +32,7 @@ def moved(text: str, namespace: str) -> str:
 
 
 def test_examples_are_numbered_so_they_apply_in_order() -> None:
-    assert [path.name[:3] for path in FILES] == ["00-", "10-", "20-", "30-"]
+    assert [path.name[:3] for path in FILES] == ["00-", "10-", "20-", "30-", "40-"]
     assert (EXAMPLES / "README.md").is_file()
 
 
@@ -60,7 +60,8 @@ def test_every_example_is_accepted_in_order(
     assert ("ModelLane", "premium-agent") in names
     assert ("RoutingPolicy", "support-bot") in names
     assert ("RoutingPolicy", "docs-assistant") in names
-    assert len(names) == 8
+    assert ("RoutingPolicy", "ops-agent") in names
+    assert len(names) == 9
 
 
 def test_a_server_side_dry_run_of_the_examples_folder_as_written_succeeds(
@@ -72,6 +73,6 @@ def test_a_server_side_dry_run_of_the_examples_folder_as_written_succeeds(
     proc = controlplane.kubectl("apply", "--dry-run=server", "-f", str(EXAMPLES), check=False)
     assert proc.returncode == 0, proc.stderr
     lines = proc.stdout.splitlines()
-    assert len(lines) == 11  # namespace, 2 secrets, 6 lanes, 2 policies
+    assert len(lines) == 12  # namespace, 2 secrets, 6 lanes, 3 policies
     assert all(line.endswith("(server dry run)") for line in lines)
     assert any(line.startswith("routingpolicy.routing.laneway.dev/support-bot ") for line in lines)

@@ -129,6 +129,28 @@ def test_tool_failures_and_a_latency_budget_reach_the_decision(
     assert "; latency budget 20000 ms" in capsys.readouterr().out
 
 
+@pytest.mark.parametrize(
+    ("flags", "prompt", "route", "rule"),
+    [
+        (["--latency-budget-ms", "1500"], "Why is the API slow today?", "fast", "tight-deadline"),
+        (["--latency-budget-ms", "1500", "--tools"], "Restart the API", "premium", "tool-step"),
+        (["--tools"], "Restart the API", "premium", "tool-step"),
+        ([], "Show the status of the deploy", "fast", "status-lookup"),
+        ([], "Why is the API slow today?", "strong", None),
+    ],
+)
+def test_the_ops_agent_example_routes_by_latency_budget_and_tools(
+    capsys: pytest.CaptureFixture[str], flags: list[str], prompt: str, route: str,
+    rule: str | None,
+) -> None:
+    code = main(["explain", "-f", str(EXAMPLES), "--policy", "ops-agent", "--json", *flags,
+                 prompt])
+    result = json.loads(capsys.readouterr().out)
+    assert code == 0
+    assert (result["route"], result["rule"]) == (route, rule)
+    assert "toolCallInvalid" in result["fallback"]["triggers"]
+
+
 def test_text_output_says_route_lane_why_and_what_happens_next(
     capsys: pytest.CaptureFixture[str],
 ) -> None:

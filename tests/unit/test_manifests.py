@@ -54,8 +54,9 @@ def write(tmp_path: Path, name: str, *docs: str) -> Path:
 def test_a_folder_is_read_in_name_order_and_other_kinds_are_skipped() -> None:
     objs = load_manifests([str(EXAMPLES)])
     kinds = [obj["kind"] for obj in objs]
-    assert kinds == ["ModelLane"] * 6 + ["RoutingPolicy"] * 2
-    assert [obj["metadata"]["name"] for obj in objs][-2:] == ["support-bot", "docs-assistant"]
+    assert kinds == ["ModelLane"] * 6 + ["RoutingPolicy"] * 3
+    assert [obj["metadata"]["name"] for obj in objs][-3:] == [
+        "support-bot", "docs-assistant", "ops-agent"]
     assert objs[0].source.endswith("10-lanes.yaml")  # type: ignore[attr-defined]
 
 
@@ -149,7 +150,7 @@ def test_a_missing_policy_lists_the_policies_that_exist() -> None:
         select_policy(load_manifests([str(EXAMPLES)]), "support-bto", None)
     assert str(info.value) == (
         "no RoutingPolicy named 'support-bto' in the given files; "
-        "found: team-a/support-bot, team-a/docs-assistant"
+        "found: team-a/support-bot, team-a/docs-assistant, team-a/ops-agent"
     )
     with pytest.raises(BadInput, match="in namespace team-b"):
         select_policy(load_manifests([str(EXAMPLES)]), "support-bot", "team-b")

@@ -218,6 +218,11 @@ class _Run:
         if call.completion is not None:
             fired = check_answer(self.config, body, call.completion, signals, call.latency_ms)
         verdict, judge, judge_cost = await self._grade(item, call, text)
+        budget = signals.latency_budget_ms
+        if verdict.passed and budget is not None and call.latency_ms > budget:
+            # The prompt's latency label is part of its bar: a right answer too late fails it.
+            verdict = Verdict(False, f"{verdict.reason}; but it took {call.latency_ms:.0f} ms, "
+                                     f"over the prompt's latency budget of {budget} ms")
         return LaneAnswer(
             prompt_id=prompt.id,
             family=prompt.family,

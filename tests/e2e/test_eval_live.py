@@ -97,7 +97,9 @@ def sims() -> Iterator[dict[str, SimulatedProvider]]:
         yield {"cheap": cheap, "strong": strong, "premium": premium}
 
 
-def write_inputs(tmp_path: Path, sims: dict[str, SimulatedProvider]) -> tuple[Path, Path, Path]:
+def write_inputs(
+    tmp_path: Path, sims: dict[str, SimulatedProvider], prompt_set: list[dict] = PROMPTS
+) -> tuple[Path, Path, Path]:
     prices = {"cheap": (0.1, 0.4), "strong": (3, 15), "premium": (10, 50)}
     lanes = ""
     for name, sim in sims.items():
@@ -112,15 +114,17 @@ def write_inputs(tmp_path: Path, sims: dict[str, SimulatedProvider]) -> tuple[Pa
     policy = tmp_path / "policy.yaml"
     policy.write_text(lanes + POLICY)
     prompts = tmp_path / "prompts.jsonl"
-    prompts.write_text("".join(json.dumps(p) + "\n" for p in PROMPTS))
+    prompts.write_text("".join(json.dumps(p) + "\n" for p in prompt_set))
     secrets = tmp_path / "secrets"
     (secrets / "premium-provider").mkdir(parents=True)
     (secrets / "premium-provider" / "apiKey").write_text(PREMIUM_KEY + "\n")
     return policy, prompts, secrets
 
 
-def run_live(tmp_path: Path, sims: dict[str, SimulatedProvider]) -> Path:
-    policy, prompts, secrets = write_inputs(tmp_path, sims)
+def run_live(
+    tmp_path: Path, sims: dict[str, SimulatedProvider], prompt_set: list[dict] = PROMPTS
+) -> Path:
+    policy, prompts, secrets = write_inputs(tmp_path, sims, prompt_set)
     out = tmp_path / "out"
     argv = ["eval", "-f", str(policy), "--policy", "evals", "--live"]
     argv += ["--secrets-dir", str(secrets), "--out", str(out), str(prompts)]
@@ -205,3 +209,17 @@ def test_a_failing_lane_counts_as_not_passing_and_the_run_still_succeeds(tmp_pat
     # Escalation from fast goes to strong, which fails: nothing is rescued.
     assert arithmetic["escalation"]["rescued"] == 0
     assert "lane errors: 6" in (out / "report.md").read_text()
+
+
+def test_a_right_answer_slower_than_the_prompts_latency_budget_does_not_pass(tmp_path, sims):
+    # a2 must be answered within 100 ms: strong (150 ms) and premium (300 ms) answer "42" too late.
+    prompt_set = [dict(p, latency_budget_ms=100) if p["id"] == "a2" else p for p in PROMPTS]
+    out = run_live(tmp_path, sims, prompt_set)
+
+    with (out / "live-results.csv").open(newline="") as fh:
+        rows = {(r["id"], r["lane"]): r for r in csv.DictReader(fh)}
+    late = rows[("a2", "strong")]
+    assert late["passed"] == "no"
+    assert "over the prompt's latency budget of 100 ms" in late["reason"]
+    assert rows[("a1", "strong")]["passed"] == "yes"  # no budget: the same answer passes
+    assert rows[("a2", "premium")]["passed"] == "no"

@@ -32,7 +32,7 @@ helm_ldflags="-s -w -X helm.sh/helm/v4/internal/version.version=$HELM_VERSION"
 prom_ldflags="-s -w -X github.com/prometheus/common/version.Version=$PROMETHEUS_VERSION"
 
 if ! command -v go >/dev/null; then
-  echo "build.sh: the Go toolchain is required (go 1.26 or newer on PATH)" >&2
+  echo "build.sh: the Go toolchain is required (go 1.26.7 or newer on PATH; promtool's module needs 1.26.7)" >&2
   exit 1
 fi
 

@@ -13,8 +13,9 @@ The steps, in order:
    the complexity score is `clamp(floor(base + sum of matching signal weights + 0.5), 1, 5)`
    (halves round up), and the band holding it names the route; with no bands, `defaultRoute`.
    A policy without complexity signals gets `DEFAULT_SIGNALS`.
-3. When the request reports `tool_failures >= escalation.toolFailureThreshold` (and the threshold
-   is above 0), the route moves one step along the escalation path.
+3. When `tool_failures >= escalation.toolFailureThreshold` (and the threshold is above 0), the
+   route moves one step along the escalation path. `tool_failures` is the larger of the
+   `x-laneway-tool-failures` hint and the failed tool results since the last user message.
 4. In `observe` mode an `auto` request is served by `defaultRoute`; what enforce would have
    chosen is kept in `enforce_*`. Forced requests are served as asked in both modes: the router
    made no choice to hold back.
@@ -433,7 +434,9 @@ def _after_tool_failures(config: RouterConfig, signals: Signals, choice: _Choice
     if choice.lane is not None or threshold <= 0 or signals.tool_failures < threshold:
         return choice
     target = escalation_target(config, choice.route)
-    head = f"{signals.tool_failures} tool failures >= toolFailureThreshold {threshold}"
+    seen = signals.tool_failures_seen == signals.tool_failures
+    source = " (failed tool results since the last user message)" if seen else ""
+    head = f"{signals.tool_failures} tool failures >= toolFailureThreshold {threshold}{source}"
     if target is None:
         note = f"{head}: route {choice.route} has no escalation target, staying"
         return replace(choice, reasons=(*choice.reasons, note))

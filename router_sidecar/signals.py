@@ -68,6 +68,13 @@ _FILE_RE = re.compile(
 )
 # Every name _FILE_RE finds has a dot followed by a letter, where its extension starts.
 _EXTENSION_DOT = re.compile(r"\.[A-Za-z]")
+# A tool result that reports a failure: text starting with error, exception, traceback, failed
+# or failure (a word of its own, any case), or a JSON object whose first key is "error" with a
+# value (not null, false or "").
+_TOOL_ERROR_RE = re.compile(
+    r'\s*(?:(?:error|exception|traceback|failed|failure)\b|\{\s*"error"\s*:(?!\s*(?:null\b|false\b|"")))',
+    re.IGNORECASE,
+)
 
 
 def build_frozen(cls: type[T], fields: dict[str, Any]) -> T:
@@ -117,6 +124,9 @@ class Signals:
     max_tokens: int | None
     latency_budget_ms: int | None
     tool_failures: int
+    # Failed tool results in the messages since the last user message (`tool_failures` is the
+    # larger of this and the x-laneway-tool-failures hint).
+    tool_failures_seen: int = 0
 
     @cached_property
     def folded_text(self) -> str:
@@ -141,6 +151,7 @@ class Signals:
             "maxTokens": self.max_tokens,
             "latencyBudgetMs": self.latency_budget_ms,
             "toolFailures": self.tool_failures,
+            "toolFailuresInMessages": self.tool_failures_seen,
         }
 
 
@@ -289,6 +300,13 @@ def _max_tokens(body: Mapping[str, Any]) -> int | None:
     return None
 
 
+def _tool_failed(content: Any) -> bool:
+    """Whether a tool message reports a failure (see `_TOOL_ERROR_RE`); its first text decides."""
+    for _, text in _parts(content):
+        return _TOOL_ERROR_RE.match(text) is not None
+    return False
+
+
 def _needs_json(body: Mapping[str, Any]) -> bool:
     fmt = body.get("response_format")
     if fmt is None:  # the usual case, without the Mapping check (slow for a non-mapping)
@@ -302,7 +320,7 @@ def extract_signals(body: Mapping[str, Any], hints: Hints) -> Signals:
     Tolerant of odd shapes: a malformed message or part is skipped rather than raising, because
     validating the body is the request handler's job and explain must work on partial bodies.
     """
-    chars = tokens = attachments = 0
+    chars = tokens = attachments = failed_tools = 0
     vision = False
     user_texts: list[str] = []
     messages = body.get("messages")
@@ -310,8 +328,13 @@ def extract_signals(body: Mapping[str, Any], hints: Hints) -> Signals:
         # Parsed JSON holds dicts: checking for dict first skips the slow Mapping ABC check.
         if not isinstance(message, (dict, Mapping)):
             continue
-        is_user = message.get("role") == "user"
+        role = message.get("role")
+        is_user = role == "user"
         content = message.get("content")
+        if is_user:
+            failed_tools = 0  # a new turn: count the failures of this agent step only
+        elif role == "tool" or role == "function":
+            failed_tools += _tool_failed(content)
         if isinstance(content, str):  # the usual shape, without the generator
             if is_user and content:
                 user_texts.append(content)
@@ -355,6 +378,7 @@ def extract_signals(body: Mapping[str, Any], hints: Hints) -> Signals:
             "streaming": body.get("stream") is True,
             "max_tokens": _max_tokens(body),
             "latency_budget_ms": hints.latency_budget_ms,
-            "tool_failures": hints.tool_failures,
+            "tool_failures": max(hints.tool_failures, failed_tools),
+            "tool_failures_seen": failed_tools,
         },
     )

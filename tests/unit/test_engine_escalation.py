@@ -200,6 +200,24 @@ async def test_reported_tool_failures_route_the_request_up_before_any_call() -> 
         assert sims["fast"].state["requests"] == 1
 
 
+async def test_failed_tool_results_in_the_messages_route_the_request_up_too() -> None:
+    def step(*results: str) -> dict[str, Any]:
+        messages: list[dict[str, Any]] = [{"role": "user", "content": "Weather in Oslo?"}]
+        for i, result in enumerate(results):
+            messages.append({"role": "assistant", "content": None, "tool_calls": [
+                {"id": f"c{i}", "type": "function",
+                 "function": {"name": "get_weather", "arguments": '{"city": "Oslo"}'}}]})
+            messages.append({"role": "tool", "tool_call_id": f"c{i}", "content": result})
+        return {"model": "auto", "messages": messages, "tools": [WEATHER_TOOL]}
+
+    async with running(THREE, _ladder(tool_failure_threshold=2)) as (sidecar, _):
+        _, headers, _ = await sidecar.chat(body=step("Error: timeout", "12 C, cloudy"))
+        assert headers["x-laneway-route"] == "fast"
+        _, headers, _ = await sidecar.chat(body=step("Error: timeout", "error: rate limited"))
+        assert headers["x-laneway-route"] == "strong"
+        assert "2 tool failures -> strong" in headers["x-laneway-reason"]
+
+
 async def test_streams_are_not_escalated_after_they_start() -> None:
     async with running(THREE, _ladder()) as (sidecar, sims):
         sims["fast"].set_mode("uncertain")

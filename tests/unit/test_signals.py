@@ -209,6 +209,48 @@ def test_hints_are_carried_into_signals():
     assert (sig.latency_budget_ms, sig.tool_failures) == (900, 1)
 
 
+def _agent_step(*results: object) -> dict:
+    """A request in an agent loop: the user's ask, then a tool call and its result per result."""
+    messages: list[dict] = [{"role": "user", "content": "Deploy the release"}]
+    for i, result in enumerate(results):
+        messages.append({"role": "assistant", "content": None, "tool_calls": [
+            {"id": f"c{i}", "type": "function",
+             "function": {"name": "deploy", "arguments": "{}"}}]})
+        messages.append({"role": "tool", "tool_call_id": f"c{i}", "content": result})
+    return {"model": "auto", "messages": messages, "tools": [WEATHER_TOOL]}
+
+
+@pytest.mark.parametrize(
+    ("result", "failed"),
+    [
+        ("Error: permission denied", True),
+        ("  error 503 from upstream", True),
+        ("Traceback (most recent call last):", True),
+        ("Exception in thread main", True),
+        ("FAILED: 2 tests", True),
+        ('{"error": {"code": 404, "message": "not found"}}', True),
+        ('{ "error" : "timeout" }', True),
+        ([{"type": "text", "text": "Failure: disk full"}], True),
+        ('{"error": null, "result": 4}', False),
+        ('{"result": "error rates are normal"}', False),
+        ("Errors found: 0", False),
+        ("The error rate is 0.1 %", False),
+        ("deployed in 42 s", False),
+    ],
+)
+def test_a_tool_result_that_reports_a_failure_is_counted(result: object, failed: bool):
+    assert extract_signals(_agent_step(result), Hints()).tool_failures == int(failed)
+
+
+def test_tool_failures_are_those_since_the_last_user_message_or_the_hint_if_larger():
+    body = _agent_step("Error: timeout", "deployed", "Error: timeout", "error: quota")
+    assert extract_signals(body, Hints()).tool_failures == 3
+    assert extract_signals(body, Hints(tool_failures=5)).tool_failures == 5
+    body["messages"].append({"role": "user", "content": "try again"})
+    signals = extract_signals(body, Hints(tool_failures=1))
+    assert (signals.tool_failures, signals.tool_failures_seen) == (1, 0)
+
+
 def test_malformed_messages_are_skipped_rather_than_raising():
     body = {"messages": ["text", {"role": "user", "content": [5, {"type": 3}]}, None]}
     sig = extract_signals(body, Hints())

@@ -121,6 +121,8 @@ def _next_steps(result: dict[str, Any]) -> list[str]:
         )
     else:
         escalate = "none from this route"
+    if esc["selfCheckLane"] and "selfCheck" in esc["triggers"] and esc["nextRoute"]:
+        escalate += f"; self-check by lane {esc['selfCheckLane']}"
     if esc["latencyBudgetMs"] is not None:
         escalate += f"; latency budget {esc['latencyBudgetMs']} ms"
     backups = ", ".join(fb["nextLanes"]) or "none"

@@ -321,5 +321,6 @@ def check_answer(
 
 @lru_cache(maxsize=64)
 def _active_checks(active: frozenset[str]) -> tuple[tuple[str, _Check], ...]:
-    """The checks of the active triggers, in ESCALATION_TRIGGERS order."""
-    return tuple((t, _CHECKS[t]) for t in ESCALATION_TRIGGERS if t in active)
+    """The checks of the active triggers, in ESCALATION_TRIGGERS order (`selfCheck` is a call to
+    a lane, made by the engine once these have passed)."""
+    return tuple((t, _CHECKS[t]) for t in ESCALATION_TRIGGERS if t in active and t in _CHECKS)

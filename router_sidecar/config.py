@@ -47,6 +47,7 @@ ESCALATION_TRIGGERS = (
     "uncertain",
     "latencyBudgetExceeded",
     "refusal",
+    "selfCheck",
 )
 FALLBACK_TRIGGERS = (
     "rateLimited",
@@ -161,6 +162,16 @@ class Escalation:
     tool_failure_threshold: int
     low_risk_levels: frozenset[str]
     path: Mapping[str, str]
+    self_check: SelfCheck | None = None
+
+
+@dataclass(frozen=True)
+class SelfCheck:
+    """The `selfCheck` trigger's lane and what it is told beyond the request and the answer."""
+
+    lane: str
+    instructions: str
+    max_tokens: int
 
 
 @dataclass(frozen=True)
@@ -400,7 +411,9 @@ def _parse_complexity(obj: Mapping[str, Any], routes: Mapping[str, Route]) -> Co
     )
 
 
-def _parse_escalation(obj: Mapping[str, Any], routes: Mapping[str, Route]) -> Escalation:
+def _parse_escalation(
+    obj: Mapping[str, Any], routes: Mapping[str, Route], lanes: Mapping[str, Lane]
+) -> Escalation:
     path = "config.escalation"
     triggers = _opt(obj, "triggers", path, list, [])
     for i, trig in enumerate(triggers):
@@ -419,7 +432,27 @@ def _parse_escalation(obj: Mapping[str, Any], routes: Mapping[str, Route]) -> Es
         tool_failure_threshold=_opt(obj, "toolFailureThreshold", path, int, 0),
         low_risk_levels=frozenset(_opt(obj, "lowRiskLevels", path, list, ["low"])),
         path=dict(steps),
+        self_check=_parse_self_check(obj, path, triggers, lanes),
     )
+
+
+def _parse_self_check(
+    obj: Mapping[str, Any], path: str, triggers: list[str], lanes: Mapping[str, Lane]
+) -> SelfCheck | None:
+    check = _opt(obj, "selfCheck", path, dict, None)
+    if check is None:
+        if "selfCheck" in triggers:
+            raise ConfigError(f"{path}.selfCheck: must name selfCheck.lane when selfCheck is a "
+                              "trigger")
+        return None
+    spath = f"{path}.selfCheck"
+    lane = _get(check, "lane", spath, str)
+    if lane not in lanes:
+        raise ConfigError(f"{spath}.lane: {lane!r} is not one of the config's lanes")
+    max_tokens = _opt(check, "maxTokens", spath, int, 128)
+    if not 16 <= max_tokens <= 4096:
+        raise ConfigError(f"{spath}.maxTokens: must be between 16 and 4096, got {max_tokens}")
+    return SelfCheck(lane, _opt(check, "instructions", spath, str, ""), max_tokens)
 
 
 def _parse_fallback(obj: Mapping[str, Any]) -> Fallback:
@@ -479,7 +512,7 @@ def parse_config(doc: Mapping[str, Any]) -> RouterConfig:
         routes=routes,
         triage=tuple(triage),
         complexity=_parse_complexity(_opt(doc, "complexity", "config", dict, {}), routes),
-        escalation=_parse_escalation(_opt(doc, "escalation", "config", dict, {}), routes),
+        escalation=_parse_escalation(_opt(doc, "escalation", "config", dict, {}), routes, lanes),
         fallback=_parse_fallback(_opt(doc, "fallback", "config", dict, {})),
         budget=Budget(
             max_cost_per_request=max_cost,

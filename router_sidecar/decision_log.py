@@ -101,6 +101,8 @@ class DecisionRecord:
     attempts: list[LaneAttempt] = field(default_factory=list)
     escalations: list[EscalationStep] = field(default_factory=list)
     would_escalate: str | None = None
+    # Calls to the selfCheck lane: lane, route, verdict (pass, fail, error), ms, detail.
+    self_checks: list[dict[str, Any]] = field(default_factory=list)
     fallbacks: int = 0
     input_tokens: int = 0
     output_tokens: int = 0
@@ -151,6 +153,8 @@ class DecisionRecord:
             }
         if self.would_escalate:
             out["wouldEscalate"] = self.would_escalate
+        if self.self_checks:
+            out["selfChecks"] = self.self_checks
         if self.error:
             out["error"] = self.error
         return out

@@ -66,6 +66,7 @@ def _escalation(config: RouterConfig, decision: Decision) -> dict[str, Any]:
         "toolFailureThreshold": esc.tool_failure_threshold,
         "lowRiskLevels": sorted(esc.low_risk_levels),
         "latencyBudgetMs": decision.signals.latency_budget_ms or config.latency_budget_ms,
+        "selfCheckLane": esc.self_check.lane if esc.self_check else None,
     }
 
 

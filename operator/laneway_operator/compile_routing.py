@@ -185,13 +185,15 @@ def compile_complexity(
 
 
 def compile_escalation(
-    r: FieldReader, spec: Mapping[str, Any], route_names: list[str]
+    r: FieldReader, spec: Mapping[str, Any], route_names: list[str], lane_names: list[str]
 ) -> dict[str, Any]:
-    """`spec.escalation`: triggers, limits, and a path from route to route without cycles."""
+    """`spec.escalation`: triggers, limits, a path from route to route without cycles, and the
+    lane that self-checks answers (one of the routes' lanes)."""
     path = "spec.escalation"
     obj = r.get(spec, "escalation", "spec", "an object", {})
-    return {
-        "triggers": r.choices(obj, "triggers", path, ESCALATION_TRIGGERS, []),
+    triggers = r.choices(obj, "triggers", path, ESCALATION_TRIGGERS, [])
+    out = {
+        "triggers": triggers,
         "uncertaintyMarkers": r.strings(obj, "uncertaintyMarkers", path, []),
         "maxEscalations": r.number(
             obj,
@@ -209,6 +211,32 @@ def compile_escalation(
             set(r.strings(obj, "lowRiskLevels", path, list(DEFAULT_LOW_RISK_LEVELS)))
         ),
         "path": _escalation_path(r, obj, route_names),
+    }
+    check = _self_check(r, obj, path, lane_names)
+    if check is not None:
+        out["selfCheck"] = check
+    elif "selfCheck" in triggers:
+        r.fail(f"{path}.selfCheck", "must name selfCheck.lane, the lane that checks the "
+               "answers, when selfCheck is a trigger", "MissingField")
+    return out
+
+
+def _self_check(
+    r: FieldReader, obj: Mapping[str, Any], path: str, lane_names: list[str]
+) -> dict[str, Any] | None:
+    check = r.get(obj, "selfCheck", path, "an object", None)
+    if check is None:
+        return None
+    cpath = f"{path}.selfCheck"
+    lane = r.text(check, "lane", cpath)
+    if lane not in lane_names:
+        r.fail(f"{cpath}.lane", f"{lane!r} is not a lane of this policy's routes; use one of "
+               f"{', '.join(lane_names)}", "UnknownLane")
+    return {
+        "lane": lane,
+        "instructions": r.get(check, "instructions", cpath, "a string", ""),
+        "maxTokens": r.number(check, "maxTokens", cpath, low=16, high=4096, integer=True,
+                              default=128),
     }
 
 

@@ -123,7 +123,7 @@ def compile_policy(
         "routes": routes,
         "triage": triage,
         "complexity": compile_complexity(r, spec, route_names),
-        "escalation": compile_escalation(r, spec, route_names),
+        "escalation": compile_escalation(r, spec, route_names, list(lane_docs)),
         "fallback": compile_fallback(r, spec),
     }
     doc["version"] = content_version(doc)

@@ -11,8 +11,11 @@ from router_sidecar.config import ESCALATION_TRIGGERS
 from router_sidecar.signals import Hints
 from tests.unit.routing_fixtures import WEATHER_TOOL, build, chat, guide_policy, signals_for
 
+# The answer checks: selfCheck is a call to a lane, made by the engine (test_engine_escalation).
+ANSWER_CHECKS = tuple(t for t in ESCALATION_TRIGGERS if t != "selfCheck")
 
-def policy(triggers=ESCALATION_TRIGGERS, markers=("I'm not sure",), **escalation):
+
+def policy(triggers=ANSWER_CHECKS, markers=("I'm not sure",), **escalation):
     doc = guide_policy()
     doc["escalation"].update(
         {"triggers": list(triggers), "uncertaintyMarkers": list(markers), **escalation}

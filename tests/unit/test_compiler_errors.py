@@ -311,6 +311,18 @@ POLICY_CASES = [
         "must be a number",
     ),
     ("no default route", _drop("defaultRoute"), "spec.defaultRoute", "is required"),
+    (
+        "selfCheck trigger without its lane",
+        _set("escalation.triggers", ["uncertain", "selfCheck"]),
+        "spec.escalation.selfCheck",
+        "must name selfCheck.lane, the lane that checks the answers",
+    ),
+    (
+        "selfCheck lane outside the routes",
+        _set("escalation.selfCheck", {"lane": "judge-lane"}),
+        "spec.escalation.selfCheck.lane",
+        "'judge-lane' is not a lane of this policy's routes; use one of fast-mini",
+    ),
 ]
 
 

@@ -139,6 +139,8 @@ def valid_inputs(draw: st.DrawFn) -> tuple[dict[str, Any], dict[str, Any]]:
         },
         "budget": {"maxCostPerRequest": draw(st.none() | st.floats(0, 10))},
     }
+    if "selfCheck" in spec["escalation"]["triggers"]:  # the trigger needs its lane
+        spec["escalation"]["selfCheck"] = {"lane": draw(st.sampled_from(sorted(used)))}
     if draw(st.booleans()):
         split = draw(st.integers(1, 4))
         spec["complexity"] = {

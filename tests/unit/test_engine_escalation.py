@@ -31,6 +31,7 @@ def _ladder(
     tool_failure_threshold: int = 0,
     prices: dict[str, tuple[float, float]] | None = None,
     budget: dict[str, Any] | None = None,
+    self_check: dict[str, Any] | None = None,
 ) -> Any:
     fast, strong = (prices or {}).get("fast", (0.1, 0.4)), (prices or {}).get("strong", (2, 8))
 
@@ -56,6 +57,7 @@ def _ladder(
                 "maxEscalations": max_escalations,
                 "toolFailureThreshold": tool_failure_threshold,
                 "path": {"fast": "strong", "strong": "premium"},
+                **({"selfCheck": self_check} if self_check else {}),
             },
         )
 
@@ -319,3 +321,63 @@ async def test_explain_sees_an_open_circuit_the_way_serving_does() -> None:
         _, served, _ = await sidecar.chat(body=body)
         assert explained["lane"] == served["x-laneway-lane"] == "b"
         assert any(s["lane"] == "a" and "circuitOpen" in s["reason"] for s in explained["skipped"])
+
+
+SELF_CHECKED = {"triggers": ["uncertain", "selfCheck"],
+                "self_check": {"lane": "premium", "instructions": "", "maxTokens": 64}}
+
+
+@pytest.mark.parametrize(
+    ("reply", "route", "verdict"),
+    [
+        ("FAIL: it does not give the refund window", "strong", "fail"),
+        ("PASS - complete and correct", "fast", "pass"),
+        ("The answer looks fine to me.", "fast", "error"),  # no verdict: served
+    ],
+)
+async def test_the_self_check_lane_decides_whether_a_passing_answer_escalates(
+    reply: str, route: str, verdict: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="laneway.decisions")
+    async with running(THREE, _ladder(**SELF_CHECKED)) as (sidecar, sims):
+        sims["premium"].set_mode("ok", answer=reply)
+        status, headers, _ = await sidecar.chat("What is our refund policy?")
+        assert status == 200
+        assert headers["x-laneway-route"] == route
+        # One check, of the fast answer: the strong answer cannot escalate any more.
+        assert sims["premium"].state["requests"] == 1
+        # The check is paid for, on the checking lane.
+        assert await sidecar.metric("laneway_cost_usd_total", lane="premium") > 0
+        fired = await sidecar.metric("laneway_escalations_total", reason="selfCheck")
+        assert fired == (1 if verdict == "fail" else 0)
+    (line,) = _decision_lines(caplog)
+    (check,) = line["selfChecks"]
+    assert (check["lane"], check["route"], check["verdict"]) == ("premium", "fast", verdict)
+    if verdict == "fail":
+        assert line["escalations"][0]["reason"] == "selfCheck"
+        # The checker's reason may quote the request: it is not logged.
+        assert "refund window" not in json.dumps(line)
+
+
+async def test_a_failed_self_check_call_serves_the_answer() -> None:
+    async with running(THREE, _ladder(**SELF_CHECKED)) as (sidecar, sims):
+        sims["premium"].set_mode("error500")
+        status, headers, _ = await sidecar.chat("What is our refund policy?")
+        assert (status, headers["x-laneway-route"], headers["x-laneway-escalations"]) == (
+            200, "fast", "0")
+
+
+async def test_no_self_check_where_a_fail_could_not_escalate() -> None:
+    # Observe mode, a route at the end of the path, and an answer another check already
+    # escalates: none of them pays for a check.
+    async with running(THREE, _ladder(mode="observe", **SELF_CHECKED)) as (sidecar, sims):
+        await sidecar.chat("What is our refund policy?")
+        assert (sims["fast"].state["requests"], sims["premium"].state["requests"]) == (1, 0)
+    async with running(THREE, _ladder(**SELF_CHECKED)) as (sidecar, sims):
+        sims["premium"].set_mode("ok", answer="FAIL: no")
+        await sidecar.chat("What is our refund policy?", model="premium")  # end of the path
+        assert sims["premium"].state["requests"] == 1  # its answer, no check
+        sims["fast"].set_mode("uncertain")
+        _, headers, _ = await sidecar.chat("What is our refund policy?")
+        assert "(uncertain)" in headers["x-laneway-reason"]
+        assert sims["premium"].state["requests"] == 1

@@ -149,3 +149,15 @@ WEATHER_TOOL = {
         },
     },
 }
+
+
+def agent_step(*results: object, ask: str = "Weather in Oslo?") -> dict[str, Any]:
+    """A request in an agent loop: the user's ask, then a get_weather call and its tool message
+    for each of `results`."""
+    messages: list[dict[str, Any]] = [{"role": "user", "content": ask}]
+    for i, result in enumerate(results):
+        messages.append({"role": "assistant", "content": None, "tool_calls": [
+            {"id": f"c{i}", "type": "function",
+             "function": {"name": "get_weather", "arguments": '{"city": "Oslo"}'}}]})
+        messages.append({"role": "tool", "tool_call_id": f"c{i}", "content": result})
+    return {"model": "auto", "messages": messages, "tools": [WEATHER_TOOL]}

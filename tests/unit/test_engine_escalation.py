@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 
 from tests.e2e.harness import lane, policy_doc, running
+from tests.unit.routing_fixtures import agent_step
 
 THREE = {"fast": "openai", "strong": "openai", "premium": "anthropic"}
 WEATHER_TOOL = {
@@ -203,19 +204,10 @@ async def test_reported_tool_failures_route_the_request_up_before_any_call() -> 
 
 
 async def test_failed_tool_results_in_the_messages_route_the_request_up_too() -> None:
-    def step(*results: str) -> dict[str, Any]:
-        messages: list[dict[str, Any]] = [{"role": "user", "content": "Weather in Oslo?"}]
-        for i, result in enumerate(results):
-            messages.append({"role": "assistant", "content": None, "tool_calls": [
-                {"id": f"c{i}", "type": "function",
-                 "function": {"name": "get_weather", "arguments": '{"city": "Oslo"}'}}]})
-            messages.append({"role": "tool", "tool_call_id": f"c{i}", "content": result})
-        return {"model": "auto", "messages": messages, "tools": [WEATHER_TOOL]}
-
     async with running(THREE, _ladder(tool_failure_threshold=2)) as (sidecar, _):
-        _, headers, _ = await sidecar.chat(body=step("Error: timeout", "12 C, cloudy"))
+        _, headers, _ = await sidecar.chat(body=agent_step("Error: timeout", "12 C, cloudy"))
         assert headers["x-laneway-route"] == "fast"
-        _, headers, _ = await sidecar.chat(body=step("Error: timeout", "error: rate limited"))
+        _, headers, _ = await sidecar.chat(body=agent_step("Error: timeout", "error: rate limited"))
         assert headers["x-laneway-route"] == "strong"
         assert "2 tool failures -> strong" in headers["x-laneway-reason"]
 

@@ -11,7 +11,7 @@ from router_sidecar.signals import (
     extract_signals,
     parse_hints,
 )
-from tests.unit.routing_fixtures import WEATHER_TOOL, chat, signals_for
+from tests.unit.routing_fixtures import WEATHER_TOOL, agent_step, chat, signals_for
 
 # --- hints -----------------------------------------------------------------------------------
 
@@ -209,17 +209,6 @@ def test_hints_are_carried_into_signals():
     assert (sig.latency_budget_ms, sig.tool_failures) == (900, 1)
 
 
-def _agent_step(*results: object) -> dict:
-    """A request in an agent loop: the user's ask, then a tool call and its result per result."""
-    messages: list[dict] = [{"role": "user", "content": "Deploy the release"}]
-    for i, result in enumerate(results):
-        messages.append({"role": "assistant", "content": None, "tool_calls": [
-            {"id": f"c{i}", "type": "function",
-             "function": {"name": "deploy", "arguments": "{}"}}]})
-        messages.append({"role": "tool", "tool_call_id": f"c{i}", "content": result})
-    return {"model": "auto", "messages": messages, "tools": [WEATHER_TOOL]}
-
-
 @pytest.mark.parametrize(
     ("result", "failed"),
     [
@@ -239,11 +228,11 @@ def _agent_step(*results: object) -> dict:
     ],
 )
 def test_a_tool_result_that_reports_a_failure_is_counted(result: object, failed: bool):
-    assert extract_signals(_agent_step(result), Hints()).tool_failures == int(failed)
+    assert extract_signals(agent_step(result), Hints()).tool_failures == int(failed)
 
 
 def test_tool_failures_are_those_since_the_last_user_message_or_the_hint_if_larger():
-    body = _agent_step("Error: timeout", "deployed", "Error: timeout", "error: quota")
+    body = agent_step("Error: timeout", "deployed", "Error: timeout", "error: quota")
     assert extract_signals(body, Hints()).tool_failures == 3
     assert extract_signals(body, Hints(tool_failures=5)).tool_failures == 5
     body["messages"].append({"role": "user", "content": "try again"})

@@ -31,7 +31,7 @@ from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol, TypeVar
 
-from router_sidecar import errors, fastjson, self_check
+from router_sidecar import errors, fastjson
 from router_sidecar.bookkeeping import (
     HEALTH_SKIPS,
     LaneAnswer,
@@ -58,6 +58,7 @@ from router_sidecar.providers.base import (
 from router_sidecar.providers.openai import answer_chars
 from router_sidecar.resilience import LaneGuards, RetryBudget
 from router_sidecar.secrets import SecretStore
+from router_sidecar.self_check import SelfChecker
 from router_sidecar.upstream import Response, UpstreamError, Upstreams
 
 log = logging.getLogger(__name__)
@@ -129,6 +130,7 @@ class Engine:
         self.budget = RetryBudget(percent=20)
         self.upstreams = Upstreams(limit=_CONNECTIONS_PER_HOST, keepalive_s=_KEEPALIVE_S)
         self._rng = random.Random()
+        self.self_checker = SelfChecker(self._post, self._api_key, self.lane_unavailable, metrics)
 
     # -- lifecycle ------------------------------------------------------------------------------
 
@@ -187,8 +189,8 @@ class Engine:
             run.route, run.lane = route, got.lane.name
             best = got
             hit = check_answer(run.config, run.body, got.answer, run.signals, got.ms)
-            if hit is None and self._self_check_applies(run, route, got):
-                hit = await self._self_check(run, route, got)
+            if hit is None and self.self_checker.applies(run, route, got):
+                hit = await self.self_checker.ask(run, route, got)
             step = self._escalate(run, route, hit) if hit is not None else None
             if step is None:
                 return got
@@ -228,71 +230,6 @@ class Engine:
         run.notes.append(f"escalated {route}->{target} ({trigger})")
         self.metrics.escalations.labels(route, target, trigger).inc()
         return target, screen
-
-    def _self_check_applies(self, run: Run, route: str, got: LaneAnswer) -> bool:
-        """Whether to ask the selfCheck lane about this answer: only when a FAIL could escalate
-        it (the check is a paid call) and the answer has text to judge."""
-        esc = run.config.escalation
-        check = esc.self_check
-        return (
-            check is not None
-            and "selfCheck" in esc.triggers
-            and run.config.mode == "enforce"
-            and run.decision.forced_kind != "lane"
-            and escalation_target(run.config, route) is not None
-            and run.escalations < esc.max_escalations
-            and self.lane_unavailable(check.lane) is None
-            and bool(self_check.answer_text(got.answer).strip())
-        )
-
-    async def _self_check(self, run: Run, route: str, got: LaneAnswer) -> tuple[str, str] | None:
-        """Ask the selfCheck lane for a verdict: ("selfCheck", reason) on FAIL, else None. The
-        call is paid for and counted like any answer; when it fails the answer is served."""
-        check = run.config.escalation.self_check
-        assert check is not None
-        lane = run.config.lanes[check.lane]
-        adapter = adapter_for(lane.provider.type)
-        key = self._api_key(lane)
-        body = self_check.check_body(
-            check, self_check.last_user_text(run.body), self_check.answer_text(got.answer)
-        )
-        req = adapter.build_request(lane, body, key, stream=False)
-        started = time.monotonic()
-        limit_s = lane.total_ms / 1000
-        if run.budgeted:
-            limit_s = min(limit_s, max(run.deadline - started, 0.001))
-        verdict, detail = None, ""
-        try:
-            resp = await self._post(lane, req, limit_s)
-            raw = resp.read_now()
-            if raw is None:
-                raw = await resp.read()
-            if resp.status >= 300:
-                raise ValueError(f"HTTP {resp.status}")
-            reply, usage = adapter.parse_answer(_json_or_none(raw))
-        except (UpstreamError, TimeoutError, ValueError) as exc:
-            detail = errors.redact(str(exc) or type(exc).__name__, secret=key)
-        else:
-            text = self_check.answer_text(reply)
-            run.account(lane, route, usage, len(text) if usage.output_tokens is None else 0,
-                        self.metrics)
-            # The reason stays here: it may quote the request, and decision lines never do.
-            verdict, _ = self_check.read_verdict(text)
-            detail = "" if verdict is not None else "the reply did not start with PASS or FAIL"
-        elapsed = time.monotonic() - started
-        run.upstream_s += elapsed
-        outcome = {True: "pass", False: "fail", None: "error"}[verdict]
-        run.record.self_checks.append(
-            {"lane": lane.name, "route": route, "verdict": outcome, "ms": round(elapsed * 1000, 1),
-             "detail": detail}
-        )
-        self.metrics.observe(
-            self.metrics.upstream_duration, (lane.name, "ok" if verdict is not None else "error"),
-            elapsed,
-        )
-        if verdict is False:
-            return "selfCheck", f"the self-check by lane {lane.name} failed the answer"
-        return None
 
     async def _call_answer(self, run: Run, lane: Lane, limit_s: float) -> LaneAnswer:
         adapter = adapter_for(lane.provider.type)

@@ -72,7 +72,8 @@ _EXTENSION_DOT = re.compile(r"\.[A-Za-z]")
 # or failure (a word of its own, any case), or a JSON object whose first key is "error" with a
 # value (not null, false or "").
 _TOOL_ERROR_RE = re.compile(
-    r'\s*(?:(?:error|exception|traceback|failed|failure)\b|\{\s*"error"\s*:(?!\s*(?:null\b|false\b|"")))',
+    r"\s*(?:(?:error|exception|traceback|failed|failure)\b"
+    r'|\{\s*"error"\s*:(?!\s*(?:null\b|false\b|"")))',
     re.IGNORECASE,
 )
 

@@ -36,6 +36,9 @@ class Group:
     failed: int = 0
     latencies_ms: list[float] = field(default_factory=list)
     cost_usd: float = 0.0
+    # Requests that started on this group's route (its first route, before any escalation), and
+    # how many of those were escalated away from it.
+    started: int = 0
     escalated: int = 0
     fell_back: int = 0
     feedback: int = 0
@@ -53,7 +56,7 @@ class Group:
 
     @property
     def escalation_rate(self) -> float:
-        return self.escalated / self.requests if self.requests else 0.0
+        return self.escalated / self.started if self.started else 0.0
 
     @property
     def fallback_rate(self) -> float:
@@ -129,6 +132,14 @@ def _key(line: Mapping[str, Any], by: Sequence[str]) -> tuple[str, ...]:
     return tuple(str(line.get(k) or NONE) for k in by)
 
 
+def _with_route(key: tuple[str, ...], by: Sequence[str], route: Any) -> tuple[str, ...]:
+    """`key` with its route replaced (unchanged when the groups are not by route)."""
+    if "route" not in by:
+        return key
+    at = by.index("route")
+    return (*key[:at], str(route), *key[at + 1 :])
+
+
 def _add(group: Group, decision_id: str, line: Mapping[str, Any], feedback: str | None) -> None:
     group.requests += 1
     group.ids.append(decision_id)
@@ -143,8 +154,6 @@ def _add(group: Group, decision_id: str, line: Mapping[str, Any], feedback: str 
     cost = line.get("costUsd")
     if isinstance(cost, (int, float)):
         group.cost_usd += float(cost)
-    if line.get("escalations"):
-        group.escalated += 1
     if isinstance(line.get("fallbacks"), int) and line["fallbacks"] > 0:
         group.fell_back += 1
     if feedback is not None:
@@ -165,14 +174,25 @@ def review(
     groups: dict[tuple[str, ...], Group] = {}
     overall = Group(key=("all",))
     observed = Observed()
-    for decision_id, line in lines.decisions.items():
-        feedback = lines.feedback.get(decision_id)
-        key = _key(line, by)
+    def group_of(key: tuple[str, ...]) -> Group:
         group = groups.get(key)
         if group is None:
             group = groups[key] = Group(key=key)
-        _add(group, decision_id, line, feedback)
+        return group
+
+    for decision_id, line in lines.decisions.items():
+        feedback = lines.feedback.get(decision_id)
+        key = _key(line, by)
+        _add(group_of(key), decision_id, line, feedback)
         _add(overall, decision_id, line, feedback)
+        # Escalation counts on the route the request started on, not the one that served it.
+        steps = line.get("escalations")
+        escalated = isinstance(steps, list) and bool(steps)
+        first = steps[0].get("from") if escalated and isinstance(steps[0], Mapping) else None
+        start = _with_route(key, by, first) if first else key
+        for group in (group_of(start), overall):
+            group.started += 1
+            group.escalated += escalated
         _observe(observed, line)
     ordered = sorted(groups.values(), key=lambda g: (-g.requests, g.key))
     rng = random.Random(seed)
@@ -218,11 +238,12 @@ def _findings(
                 f"were corrected ({_pct(rate or 0)}, against {_pct(base or 0)} overall). It may "
                 "need a stronger route: a triage rule (taskIn, keywordsAny) or a higher band."
             )
-        if g.requests >= min_requests and g.escalation_rate > 0.30:
+        if g.started >= min_requests and g.escalation_rate > 0.30:
             out.append(
-                f"{_label(g.key, by)}: {g.escalated} of {g.requests} requests escalated "
-                f"({_pct(g.escalation_rate)}). Each paid for two answers and waited for both; "
-                "starting them on the escalation target would be cheaper and faster."
+                f"{_label(g.key, by)}: {g.escalated} of the {g.started} requests that started "
+                f"here were escalated ({_pct(g.escalation_rate)}). Each paid for two answers and "
+                "waited for both; starting them on the escalation target would be cheaper and "
+                "faster."
             )
         success = g.success
         if g.requests >= min_requests and success is not None and success < 0.95:
@@ -298,7 +319,7 @@ def _maybe_pct(value: float | None) -> str:
 def render_markdown(result: Review) -> str:
     """The review as Markdown: a table of the groups, the findings, the samples."""
     head = [*result.by, "requests", "success", "p50 ms", "p95 ms", "cost / success",
-            "escalated", "fell back", "feedback", "corrected"]
+            "escalated from", "fell back", "feedback", "corrected"]
     rows = [*result.groups, result.overall]
     out = [
         f"# Routing review: {result.overall.requests} decisions, "
@@ -337,7 +358,7 @@ def as_json(result: Review) -> dict[str, Any]:
             "requests": g.requests, "ok": g.ok, "failed": g.failed,
             "success": g.success, "p50Ms": g.percentile_ms(0.50), "p95Ms": g.percentile_ms(0.95),
             "costUsd": round(g.cost_usd, 8), "costPerSuccessUsd": g.cost_per_success,
-            "escalated": g.escalated, "fellBack": g.fell_back,
+            "started": g.started, "escalated": g.escalated, "fellBack": g.fell_back,
             "feedback": g.feedback, "corrected": g.corrected,
         }
 

@@ -60,9 +60,11 @@ async def test_review_reads_what_a_sidecar_wrote_and_adds_up_each_route(
     assert set(groups) == {("fast", "summarize"), ("strong", "debug"), ("strong", "summarize")}
     fast = groups[("fast", "summarize")]
     assert (fast["requests"], fast["ok"], fast["feedback"], fast["corrected"]) == (3, 3, 3, 1)
-    assert fast["escalated"] == 0 and fast["costPerSuccessUsd"] > 0
-    # The escalated request is counted on the route that finally served it.
-    assert groups[("strong", "summarize")]["escalated"] == 1
+    assert fast["costPerSuccessUsd"] > 0
+    # The escalated request is served (and paid) on strong, but escalated away from fast.
+    assert groups[("strong", "summarize")]["requests"] == 1
+    assert (fast["started"], fast["escalated"]) == (4, 1)
+    assert groups[("strong", "summarize")]["escalated"] == 0
     assert result["overall"]["requests"] == 5
     assert escalated["x-laneway-route"] == "strong"
     assert all(len(s["decisionIds"]) == 1 for s in result["samples"])
@@ -106,13 +108,16 @@ def test_a_task_family_corrected_far_more_often_than_the_rest_is_named() -> None
 
 
 def test_a_route_that_escalates_often_and_one_that_fails_are_named() -> None:
-    texts = [decision(i, "strong", "debug", escalated=i % 2 == 0) for i in range(20)]
+    # 20 requests start on fast: half of them are escalated and served by strong.
+    texts = [decision(i, "strong" if i % 2 == 0 else "fast", "debug", escalated=i % 2 == 0)
+             for i in range(20)]
     texts += [decision(i, "premium", "agent", outcome="failed" if i < 45 else "ok")
               for i in range(20, 60)]
     findings = review(lines_of(*texts)).findings
 
-    assert any(f.startswith("route strong, task debug: 10 of 20 requests escalated (50 %)")
-               for f in findings)
+    assert any(f.startswith("route fast, task debug: 10 of the 20 requests that started here "
+                            "were escalated (50 %)") for f in findings)
+    assert not any(f.startswith("route strong") for f in findings)
     assert any(f.startswith("route premium, task agent: 38 % of the requests the router was "
                             "responsible for were answered (25 failed") for f in findings)
 

@@ -55,8 +55,8 @@ class Group:
         return self.cost_usd / self.ok if self.ok else None
 
     @property
-    def escalation_rate(self) -> float:
-        return self.escalated / self.started if self.started else 0.0
+    def escalation_rate(self) -> float | None:
+        return self.escalated / self.started if self.started else None
 
     @property
     def fallback_rate(self) -> float:
@@ -238,10 +238,11 @@ def _findings(
                 f"were corrected ({_pct(rate or 0)}, against {_pct(base or 0)} overall). It may "
                 "need a stronger route: a triage rule (taskIn, keywordsAny) or a higher band."
             )
-        if g.started >= min_requests and g.escalation_rate > 0.30:
+        escalation = g.escalation_rate
+        if g.started >= min_requests and escalation is not None and escalation > 0.30:
             out.append(
                 f"{_label(g.key, by)}: {g.escalated} of the {g.started} requests that started "
-                f"here were escalated ({_pct(g.escalation_rate)}). Each paid for two answers and "
+                f"here were escalated ({_pct(escalation)}). Each paid for two answers and "
                 "waited for both; starting them on the escalation target would be cheaper and "
                 "faster."
             )
@@ -334,7 +335,7 @@ def render_markdown(result: Review) -> str:
         cells = [
             *key, str(g.requests), _maybe_pct(g.success), _ms(g.percentile_ms(0.50)),
             _ms(g.percentile_ms(0.95)), "-" if cost is None else f"${cost:.6f}",
-            _pct(g.escalation_rate), _pct(g.fallback_rate), str(g.feedback),
+            _maybe_pct(g.escalation_rate), _pct(g.fallback_rate), str(g.feedback),
             _maybe_pct(g.correction_rate),
         ]
         out.append("| " + " | ".join(cells) + " |")

@@ -101,8 +101,9 @@ class DecisionRecord:
     attempts: list[LaneAttempt] = field(default_factory=list)
     escalations: list[EscalationStep] = field(default_factory=list)
     would_escalate: str | None = None
-    # Calls to the selfCheck lane: lane, route, verdict (pass, fail, error), ms, detail.
-    self_checks: list[dict[str, Any]] = field(default_factory=list)
+    # Calls to the selfCheck lane: lane, route, verdict (pass, fail, error), ms, detail. A tuple,
+    # so the usual request (no check) allocates nothing for it.
+    self_checks: tuple[dict[str, Any], ...] = ()
     fallbacks: int = 0
     input_tokens: int = 0
     output_tokens: int = 0
@@ -154,7 +155,7 @@ class DecisionRecord:
         if self.would_escalate:
             out["wouldEscalate"] = self.would_escalate
         if self.self_checks:
-            out["selfChecks"] = self.self_checks
+            out["selfChecks"] = list(self.self_checks)
         if self.error:
             out["error"] = self.error
         return out

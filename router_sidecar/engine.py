@@ -220,8 +220,7 @@ class Engine:
             screen = screen_lanes(run.config, run.config.routes[target].lanes, run.signals,
                                   self.lane_unavailable, spent=run.record.cost_usd)
             if screen.budget_rejected:
-                over = next(why for _, why in screen.skipped if " over budget " in why)
-                blocked = f"{target}'s lanes: {over}"
+                blocked = f"route {target}: " + "; ".join(f"{n} {why}" for n, why in screen.skipped)
         if blocked is not None or target is None:
             run.record.would_escalate = f"{trigger}: {detail} (not escalated: {blocked})"
             return None

@@ -152,10 +152,10 @@ class SelfChecker:
             detail = "" if verdict is not None else "the reply did not start with PASS or FAIL"
         elapsed = time.monotonic() - started
         run.upstream_s += elapsed
-        run.record.self_checks.append({
+        run.record.self_checks += ({
             "lane": lane.name, "route": route, "ms": round(elapsed * 1000, 1), "detail": detail,
             "verdict": {True: "pass", False: "fail", None: "error"}[verdict],
-        })
+        },)
         outcome = "ok" if verdict is not None else "error"
         self._metrics.observe(self._metrics.upstream_duration, (lane.name, outcome), elapsed)
         if verdict is False:

@@ -157,7 +157,7 @@ async def test_an_escalation_the_request_cannot_afford_any_more_is_not_made(
         assert sims["strong"].state["requests"] == 0
         assert await sidecar.metric("laneway_escalations_total") == 0
     (line,) = _decision_lines(caplog)
-    assert "not escalated: strong's lanes: estimated cost $0.000800 plus $0.0000" in (
+    assert "not escalated: route strong: strong estimated cost $0.000800 plus $0.0000" in (
         line["wouldEscalate"])
     assert "already spent on this request over budget $0.000800" in line["wouldEscalate"]
 
